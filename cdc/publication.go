@@ -1,0 +1,213 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Table is a source table and the columns a consumer needs from it.
+type Table struct {
+	Schema  string
+	Name    string
+	Columns []string
+}
+
+// Qualified is the quoted schema.name.
+func (t Table) Qualified() string { return quoteIdent(t.Schema) + "." + quoteIdent(t.Name) }
+
+func (t Table) String() string { return t.Schema + "." + t.Name }
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+// TableInfo is what the catalog says about a source table.
+type TableInfo struct {
+	Exists          bool
+	Columns         []string // every column, in attribute order
+	Key             []string // primary key columns: the identity deltas are computed by
+	ReplicaIdentity byte     // d default, n nothing, f full, i index
+	CanSelect       bool
+}
+
+// LookupTable reads a table's columns, primary key and replica identity.
+func LookupTable(ctx context.Context, q Querier, t Table) (TableInfo, error) {
+	var info TableInfo
+	var ident string
+	err := q.QueryRow(ctx, `
+SELECT c.relreplident::text, has_table_privilege(c.oid, 'SELECT'),
+       array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       coalesce(array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                      WHERE i.indrelid = c.oid AND i.indisprimary ORDER BY array_position(i.indkey::int2[], a.attnum)), '{}')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, t.Schema, t.Name).Scan(&ident, &info.CanSelect, &info.Columns, &info.Key)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return info, nil
+	}
+	if err != nil {
+		return info, fmt.Errorf("cdc: look up table %s: %w", t, err)
+	}
+	info.Exists = true
+	if ident != "" {
+		info.ReplicaIdentity = ident[0]
+	}
+	return info, nil
+}
+
+// PublicationError lists everything a publication lacks, with the SQL that fixes it.
+type PublicationError struct {
+	Publication string
+	Problems    []string
+	Fix         []string
+}
+
+func (e *PublicationError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "publication %q does not cover the sources: %s", e.Publication, strings.Join(e.Problems, "; "))
+	if len(e.Fix) > 0 {
+		b.WriteString(". Fix (as the publication's owner): " + strings.Join(e.Fix, " "))
+	}
+	return b.String()
+}
+
+// PublicationDDL is the CREATE PUBLICATION statement for tables, with column
+// lists restricted to the needed columns plus each table's key, so columns
+// such as review bodies never leave the database.
+func PublicationDDL(name string, tables []Table, keys map[string][]string) string {
+	parts := make([]string, 0, len(tables))
+	for _, t := range tables {
+		parts = append(parts, t.Qualified()+" ("+columnList(t.Columns, keys[t.String()])+")")
+	}
+	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update, delete, truncate');",
+		quoteIdent(name), strings.Join(parts, ", "))
+}
+
+func columnList(cols, key []string) string {
+	set := map[string]bool{}
+	var all []string
+	for _, c := range append(append([]string{}, key...), cols...) {
+		if !set[c] {
+			set[c] = true
+			all = append(all, c)
+		}
+	}
+	sort.Strings(all[len(key):])
+	q := make([]string, len(all))
+	for i, c := range all {
+		q[i] = quoteIdent(c)
+	}
+	return strings.Join(q, ", ")
+}
+
+// PublicationTable is one table a publication publishes.
+type PublicationTable struct {
+	Table
+	AllColumns bool   // no column list
+	RowFilter  string // WHERE clause of the publication, if any
+}
+
+// Publication is pg_publication plus its tables.
+type Publication struct {
+	Exists                           bool
+	AllTables                        bool
+	Insert, Update, Delete, Truncate bool
+	Tables                           map[string]PublicationTable // by schema.name
+}
+
+// LookupPublication reads a publication and the tables (and columns) it covers.
+func LookupPublication(ctx context.Context, q Querier, name string) (Publication, error) {
+	var p Publication
+	err := q.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1`, name).
+		Scan(&p.AllTables, &p.Insert, &p.Update, &p.Delete, &p.Truncate)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return p, nil
+	}
+	if err != nil {
+		return p, fmt.Errorf("cdc: look up publication %s: %w", name, err)
+	}
+	p.Exists = true
+	p.Tables = map[string]PublicationTable{}
+	rows, err := q.Query(ctx, `
+SELECT pt.schemaname::text, pt.tablename::text, pt.attnames::text[], coalesce(pt.rowfilter, ''),
+       (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = pt.schemaname AND c.relname = pt.tablename AND a.attnum > 0 AND NOT a.attisdropped) = cardinality(pt.attnames)
+FROM pg_publication_tables pt WHERE pt.pubname = $1`, name)
+	if err != nil {
+		return p, fmt.Errorf("cdc: look up tables of publication %s: %w", name, err)
+	}
+	for rows.Next() {
+		var pt PublicationTable
+		if err := rows.Scan(&pt.Schema, &pt.Name, &pt.Columns, &pt.RowFilter, &pt.AllColumns); err != nil {
+			rows.Close()
+			return p, fmt.Errorf("cdc: read publication %s: %w", name, err)
+		}
+		p.Tables[pt.String()] = pt
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return p, fmt.Errorf("cdc: read publication %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// CheckPublication reports what p lacks for tables (nil when it covers them).
+func CheckPublication(name string, p Publication, tables []Table, keys map[string][]string) error {
+	e := &PublicationError{Publication: name}
+	if !p.Exists {
+		e.Problems = append(e.Problems, "it does not exist")
+		e.Fix = append(e.Fix, PublicationDDL(name, tables, keys))
+		return e
+	}
+	var ops []string
+	for _, o := range []struct {
+		on   bool
+		name string
+	}{{p.Insert, "insert"}, {p.Update, "update"}, {p.Delete, "delete"}, {p.Truncate, "truncate"}} {
+		if !o.on {
+			ops = append(ops, o.name)
+		}
+	}
+	if len(ops) > 0 {
+		e.Problems = append(e.Problems, "it does not publish "+strings.Join(ops, ", "))
+		e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s SET (publish = 'insert, update, delete, truncate');", quoteIdent(name)))
+	}
+	for _, t := range tables {
+		pt, ok := p.Tables[t.String()]
+		if !ok {
+			e.Problems = append(e.Problems, fmt.Sprintf("table %s is not in it", t))
+			e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s);", quoteIdent(name), t.Qualified(), columnList(t.Columns, keys[t.String()])))
+			continue
+		}
+		have := map[string]bool{}
+		for _, c := range pt.Columns {
+			have[c] = true
+		}
+		var missing []string
+		for _, c := range append(append([]string{}, keys[t.String()]...), t.Columns...) {
+			if !have[c] {
+				missing = append(missing, c)
+				have[c] = true
+			}
+		}
+		if len(missing) > 0 {
+			e.Problems = append(e.Problems, fmt.Sprintf("its column list for %s lacks %s", t, strings.Join(missing, ", ")))
+			e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s SET TABLE ... %s (%s) ...; -- keep the other tables of the publication in the list",
+				quoteIdent(name), t.Qualified(), columnList(append(pt.Columns, missing...), nil)))
+		}
+	}
+	if len(e.Problems) == 0 {
+		return nil
+	}
+	return e
+}
+
+// CreatePublication runs PublicationDDL.
+func CreatePublication(ctx context.Context, q Querier, name string, tables []Table, keys map[string][]string) error {
+	if _, err := q.Exec(ctx, PublicationDDL(name, tables, keys)); err != nil {
+		return fmt.Errorf("cdc: create publication %s: %w", name, err)
+	}
+	return nil
+}

@@ -1,0 +1,153 @@
+package cdc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ConnectReplication opens a connection in logical replication mode
+// (replication=database) to the database of databaseURL.
+func ConnectReplication(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
+	cfg, err := pgconn.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("cdc: database_url: %w", err)
+	}
+	cfg.RuntimeParams["replication"] = "database"
+	cfg.RuntimeParams["application_name"] = "repstream"
+	conn, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("cdc: connect for replication: %w", err)
+	}
+	return conn, nil
+}
+
+// System identifies the database cluster and its history; an epoch is bound to it.
+type System struct {
+	ID       string
+	Timeline int32
+	XLogPos  pglogrepl.LSN
+}
+
+// IdentifySystem asks the server who it is.
+func IdentifySystem(ctx context.Context, conn *pgconn.PgConn) (System, error) {
+	r, err := pglogrepl.IdentifySystem(ctx, conn)
+	if err != nil {
+		return System{}, fmt.Errorf("cdc: identify system: %w", err)
+	}
+	return System{ID: r.SystemID, Timeline: r.Timeline, XLogPos: r.XLogPos}, nil
+}
+
+// Slot is a row of pg_replication_slots, what a DBA needs to see.
+type Slot struct {
+	Name              string
+	Plugin            string
+	Database          string
+	Active            bool
+	ActivePID         int32
+	RestartLSN        pglogrepl.LSN
+	ConfirmedFlushLSN pglogrepl.LSN
+	WALStatus         string // reserved, extended, unreserved, lost
+	RetainedBytes     int64  // WAL the slot holds back: current LSN - restart_lsn
+	LagBytes          int64  // current LSN - confirmed_flush_lsn
+}
+
+// Querier is the subset of pgx.Conn and pgxpool.Pool the catalog checks need.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// LookupSlot returns the slot, or ok=false when it does not exist.
+func LookupSlot(ctx context.Context, q Querier, name string) (s Slot, ok bool, err error) {
+	var restart, confirmed *string
+	var pid *int32
+	var walStatus *string
+	var retained, lag *int64
+	err = q.QueryRow(ctx, `
+SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), active, active_pid,
+       restart_lsn::text, confirmed_flush_lsn::text, wal_status,
+       (pg_current_wal_lsn() - restart_lsn)::bigint,
+       (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
+FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(
+		&s.Name, &s.Plugin, &s.Database, &s.Active, &pid, &restart, &confirmed, &walStatus, &retained, &lag)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Slot{}, false, nil
+	}
+	if err != nil {
+		return Slot{}, false, fmt.Errorf("cdc: look up slot %s: %w", name, err)
+	}
+	if pid != nil {
+		s.ActivePID = *pid
+	}
+	if restart != nil {
+		s.RestartLSN, _ = pglogrepl.ParseLSN(*restart)
+	}
+	if confirmed != nil {
+		s.ConfirmedFlushLSN, _ = pglogrepl.ParseLSN(*confirmed)
+	}
+	if walStatus != nil {
+		s.WALStatus = *walStatus
+	}
+	if retained != nil {
+		s.RetainedBytes = *retained
+	}
+	if lag != nil {
+		s.LagBytes = *lag
+	}
+	return s, true, nil
+}
+
+// CreatedSlot is a new slot with the snapshot it exported: rows visible in
+// the snapshot plus changes streamed from ConsistentPoint are the whole table.
+type CreatedSlot struct {
+	ConsistentPoint pglogrepl.LSN
+	SnapshotName    string
+}
+
+// CreateSlot creates a logical pgoutput slot and exports its snapshot. The
+// snapshot stays importable only until the next command on conn, so load it
+// before starting replication on the same connection.
+func CreateSlot(ctx context.Context, conn *pgconn.PgConn, name string) (CreatedSlot, error) {
+	r, err := pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		return CreatedSlot{}, classify(fmt.Errorf("cdc: create slot %s: %w", name, err))
+	}
+	lsn, err := pglogrepl.ParseLSN(r.ConsistentPoint)
+	if err != nil {
+		return CreatedSlot{}, fmt.Errorf("cdc: create slot %s: consistent point %q: %w", name, r.ConsistentPoint, err)
+	}
+	return CreatedSlot{ConsistentPoint: lsn, SnapshotName: r.SnapshotName}, nil
+}
+
+// DropSlot drops the slot if it exists and is not active.
+func DropSlot(ctx context.Context, q Querier, name string) error {
+	_, err := q.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1`, name)
+	if err != nil {
+		return classify(fmt.Errorf("cdc: drop slot %s: %w", name, err))
+	}
+	return nil
+}
+
+// SafeURL is databaseURL with its password removed, for logs and status.
+func SafeURL(databaseURL string) string {
+	u, err := url.Parse(databaseURL)
+	if err != nil || u.User == nil {
+		if i := strings.Index(databaseURL, "password="); i >= 0 {
+			return databaseURL[:i] + "password=REDACTED"
+		}
+		return databaseURL
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "REDACTED")
+	}
+	return u.String()
+}

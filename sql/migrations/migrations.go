@@ -1,0 +1,113 @@
+// Package migrations owns repstream's schema: the SQL files are embedded in
+// the binary and applied with golang-migrate, at start and by `repstream migrate`.
+package migrations
+
+import (
+	"embed"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/golang-migrate/migrate/v4"
+	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+)
+
+//go:embed files/*.sql
+var files embed.FS
+
+// Table records the applied version; it lives in the public schema's search
+// path owner space under a repstream-specific name so it never collides.
+const Table = "repstream_schema_migrations"
+
+func open(databaseURL string) (*migrate.Migrate, error) {
+	src, err := iofs.New(files, "files")
+	if err != nil {
+		return nil, fmt.Errorf("migrations: embedded files: %w", err)
+	}
+	u, err := migrateURL(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	m, err := migrate.NewWithSourceInstance("iofs", src, u)
+	if err != nil {
+		return nil, fmt.Errorf("migrations: connect: %w", err)
+	}
+	return m, nil
+}
+
+// migrateURL rewrites a libpq URL into golang-migrate's pgx5:// form with
+// repstream's own version table.
+func migrateURL(databaseURL string) (string, error) {
+	u, err := url.Parse(databaseURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", fmt.Errorf("migrations: database_url must be a postgres:// URL (key-value DSNs are not supported here)")
+	}
+	u.Scheme = "pgx5"
+	q := u.Query()
+	q.Set("x-migrations-table", Table)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func closeM(m *migrate.Migrate, err error) error {
+	se, de := m.Close()
+	return errors.Join(err, se, de)
+}
+
+// Up applies every migration not yet applied.
+func Up(databaseURL string) error {
+	m, err := open(databaseURL)
+	if err != nil {
+		return err
+	}
+	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return closeM(m, fmt.Errorf("migrations: up: %w", err))
+	}
+	return closeM(m, nil)
+}
+
+// Down reverts the newest applied migration (one step), since a full
+// teardown should be a deliberate, repeated act.
+func Down(databaseURL string) error {
+	m, err := open(databaseURL)
+	if err != nil {
+		return err
+	}
+	if err := m.Steps(-1); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return closeM(m, fmt.Errorf("migrations: down: %w", err))
+	}
+	return closeM(m, nil)
+}
+
+// Version reports the applied version, whether the last run left it dirty,
+// and the newest version this binary carries.
+func Version(databaseURL string) (applied uint, dirty bool, latest uint, err error) {
+	latest = Latest()
+	m, err := open(databaseURL)
+	if err != nil {
+		return 0, false, latest, err
+	}
+	v, d, err := m.Version()
+	if errors.Is(err, migrate.ErrNilVersion) {
+		return 0, false, latest, closeM(m, nil)
+	}
+	if err != nil {
+		return 0, false, latest, closeM(m, fmt.Errorf("migrations: version: %w", err))
+	}
+	return v, d, latest, closeM(m, nil)
+}
+
+// Latest is the newest migration embedded in this binary.
+func Latest() uint {
+	ents, _ := files.ReadDir("files")
+	var v uint
+	for _, e := range ents {
+		var n uint
+		if _, err := fmt.Sscanf(e.Name(), "%d_", &n); err == nil && strings.HasSuffix(e.Name(), ".up.sql") && n > v {
+			v = n
+		}
+	}
+	return v
+}

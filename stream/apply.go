@@ -1,0 +1,573 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/repstream/repstream/cdc"
+)
+
+// binding maps a rule's columns onto one version of a relation's columns.
+type binding struct {
+	rule *Rule
+	cols []int // index in the tuple of each rule column, -1 when absent
+	key  []int // index in the tuple of each key column
+}
+
+// ApplierConfig tunes group commit; zero values mean the defaults.
+type ApplierConfig struct {
+	// MaxGroupChanges closes a group after this many row changes (zero: 20000).
+	MaxGroupChanges int
+	// MaxGroupDelay closes a group this long after it opened (zero: 50ms).
+	// A group also closes as soon as no more changes are waiting.
+	MaxGroupDelay time.Duration
+	// CacheRows bounds the in-memory row shadow cache (zero: 500000 rows).
+	CacheRows int
+	// CacheStates bounds the in-memory state cache (zero: 200000 subjects).
+	CacheStates int
+}
+
+// applier folds the decoded stream into the store. It is used by one
+// goroutine at a time (the engine's session).
+type applier struct {
+	cfg    ApplierConfig
+	log    *slog.Logger
+	w      *writer
+	prior  Prior
+	rules  map[string]*Rule    // by schema.name
+	keys   map[string][]string // key columns by schema.name
+	bound  map[*cdc.Relation]*binding
+	pub    Publisher
+	onDone func(LSN) // the position may be confirmed to the slot
+
+	checkpoint LSN // last committed position
+
+	rowCache   map[rowKey][]*string // shadow rows as the open group sees them
+	stateCache map[string]State     // states as the open group sees them
+
+	// the open group
+	dirty      map[rowKey][]*string
+	changed    map[string]bool
+	txns       []Txn
+	pending    []*txnAcc // completed transactions not yet folded into states
+	cur        *txnAcc   // the open source transaction
+	skip       bool      // the open source transaction was applied before
+	groupStart time.Time
+	groupRows  int
+	groupPos   LSN // position the group's commit records
+	stats      ApplyStats
+}
+
+// ApplyStats counts what the applier did, for metrics.
+type ApplyStats struct {
+	Changes  uint64        // row changes applied
+	Txns     uint64        // source transactions applied
+	Deltas   uint64        // deltas produced
+	Groups   uint64        // store commits
+	Skipped  uint64        // transactions skipped because they were already applied
+	LastLag  time.Duration // commit → apply delay of the last transaction or heartbeat
+	LastSeen time.Time     // when LastLag was measured
+	CommitNs uint64        // total store commit time
+}
+
+func newApplier(cfg ApplierConfig, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(LSN)) *applier {
+	if cfg.MaxGroupChanges <= 0 {
+		cfg.MaxGroupChanges = 20000
+	}
+	if cfg.MaxGroupDelay <= 0 {
+		cfg.MaxGroupDelay = 50 * time.Millisecond
+	}
+	if cfg.CacheRows <= 0 {
+		cfg.CacheRows = 500000
+	}
+	if cfg.CacheStates <= 0 {
+		cfg.CacheStates = 200000
+	}
+	a := &applier{cfg: cfg, log: log, w: w, prior: prior, rules: map[string]*Rule{}, keys: keys,
+		bound: map[*cdc.Relation]*binding{}, pub: pub, onDone: onDone, checkpoint: checkpoint,
+		rowCache: map[rowKey][]*string{}, stateCache: map[string]State{}}
+	for _, r := range rules {
+		a.rules[r.Table()] = r
+	}
+	a.resetGroup()
+	return a
+}
+
+func (a *applier) resetGroup() {
+	a.dirty = map[rowKey][]*string{}
+	a.changed = map[string]bool{}
+	a.txns = nil
+	a.pending = nil
+	a.groupRows = 0
+	a.groupPos = 0
+}
+
+func (a *applier) bind(rel *cdc.Relation) *binding {
+	if b, ok := a.bound[rel]; ok {
+		return b
+	}
+	var b *binding
+	if r, ok := a.rules[rel.Namespace+"."+rel.Name]; ok {
+		b = &binding{rule: r}
+		for _, c := range r.Columns {
+			b.cols = append(b.cols, rel.ColumnIndex(c))
+		}
+		for _, c := range a.keys[r.Table()] {
+			b.key = append(b.key, rel.ColumnIndex(c))
+		}
+		for i, c := range b.cols {
+			if c < 0 {
+				a.log.Error("a column the source needs is not in the replication stream; it counts as NULL",
+					"table", r.Table(), "column", r.Columns[i])
+			}
+		}
+	}
+	a.bound[rel] = b // nil: not a source table
+	return b
+}
+
+// keyOf encodes the key columns of t; ok is false if any is missing.
+func keyOf(t cdc.Tuple, idx []int) (string, bool) {
+	if len(idx) == 1 {
+		i := idx[0]
+		if i < 0 || i >= len(t) || t[i].Kind != cdc.ValueText {
+			return "", false
+		}
+		return string(t[i].Data), true
+	}
+	parts := make([]string, len(idx))
+	for j, i := range idx {
+		if i < 0 || i >= len(t) || t[i].Kind != cdc.ValueText {
+			return "", false
+		}
+		parts[j] = string(t[i].Data)
+	}
+	b, _ := json.Marshal(parts)
+	return string(b), true
+}
+
+// EncodeKey is keyOf for values read from a snapshot, so both agree.
+func EncodeKey(vals []*string) (string, bool) {
+	if len(vals) == 1 {
+		if vals[0] == nil {
+			return "", false
+		}
+		return *vals[0], true
+	}
+	parts := make([]string, len(vals))
+	for i, v := range vals {
+		if v == nil {
+			return "", false
+		}
+		parts[i] = *v
+	}
+	b, _ := json.Marshal(parts)
+	return string(b), true
+}
+
+// valsOf extracts the rule's columns from t; an unchanged TOAST value is
+// taken from prev, the row as the shadow last saw it.
+func valsOf(t cdc.Tuple, b *binding, prev []*string) []*string {
+	out := make([]*string, len(b.cols))
+	for j, i := range b.cols {
+		if i < 0 || i >= len(t) {
+			continue
+		}
+		switch t[i].Kind {
+		case cdc.ValueText:
+			s := string(t[i].Data)
+			out[j] = &s
+		case cdc.ValueUnchanged:
+			if prev != nil && j < len(prev) {
+				out[j] = prev[j]
+			}
+		}
+	}
+	return out
+}
+
+// apply processes a chunk of events. Events are in commit order; a chunk
+// may end in the middle of a transaction.
+func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
+	if err := a.prefetch(ctx, evs); err != nil {
+		return err
+	}
+	for i := range evs {
+		if err := a.event(ctx, &evs[i]); err != nil {
+			return err
+		}
+	}
+	if err := a.foldPending(ctx); err != nil {
+		return err
+	}
+	if len(a.dirty) > 20000 { // a huge transaction: spill the shadow into the open group
+		if err := a.w.writeRows(ctx, a.dirty); err != nil {
+			return err
+		}
+		a.dirty = map[rowKey][]*string{}
+	}
+	return nil
+}
+
+func (a *applier) open(ctx context.Context) error {
+	if a.w.tx != nil {
+		return nil
+	}
+	a.groupStart = time.Now()
+	return a.w.begin(ctx)
+}
+
+// prefetch loads, in one query, the shadow rows the chunk's updates and
+// deletes will need.
+func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
+	var need []rowKey
+	seen := map[rowKey]bool{}
+	for i := range evs {
+		ev := &evs[i]
+		if ev.Kind != cdc.EventUpdate && ev.Kind != cdc.EventDelete {
+			continue
+		}
+		b := a.bind(ev.Rel)
+		if b == nil {
+			continue
+		}
+		t := ev.Old
+		if t == nil {
+			t = ev.New
+		}
+		k, ok := keyOf(t, b.key)
+		if !ok {
+			continue
+		}
+		rk := rowKey{b.rule.ID, k}
+		if _, ok := a.rowCache[rk]; ok || seen[rk] {
+			continue
+		}
+		seen[rk] = true
+		need = append(need, rk)
+	}
+	if len(need) == 0 {
+		return nil
+	}
+	if err := a.open(ctx); err != nil {
+		return err
+	}
+	got, err := a.w.fetchRows(ctx, need)
+	if err != nil {
+		return err
+	}
+	a.trimCaches()
+	for _, k := range need {
+		a.rowCache[k] = got[k] // nil: no such row
+	}
+	return nil
+}
+
+func (a *applier) trimCaches() {
+	if len(a.rowCache) > a.cfg.CacheRows {
+		a.rowCache = map[rowKey][]*string{}
+	}
+	if len(a.stateCache) > a.cfg.CacheStates {
+		a.stateCache = map[string]State{}
+	}
+}
+
+// lookup returns the shadow row for k, reading the store on a cache miss.
+func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
+	if v, ok := a.rowCache[k]; ok {
+		return v, nil
+	}
+	got, err := a.w.fetchRows(ctx, []rowKey{k})
+	if err != nil {
+		return nil, err
+	}
+	a.rowCache[k] = got[k]
+	return got[k], nil
+}
+
+func (a *applier) setRow(k rowKey, vals []*string) {
+	a.rowCache[k] = vals
+	a.dirty[k] = vals
+}
+
+func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
+	switch ev.Kind {
+	case cdc.EventBegin:
+		a.skip = ev.LSN < a.checkpoint
+		if a.skip {
+			a.stats.Skipped++
+		}
+		a.cur = &txnAcc{lsn: ev.LSN, at: ev.Time, subj: map[string]*acc{}}
+		return nil
+	case cdc.EventCommit:
+		if a.cur == nil {
+			return fmt.Errorf("stream: commit at %s without begin", ev.LSN)
+		}
+		if !a.skip {
+			a.cur.lsn, a.cur.at = ev.LSN, ev.Time
+			a.pending = append(a.pending, a.cur)
+			if ev.EndLSN > a.groupPos {
+				a.groupPos = ev.EndLSN
+			}
+			a.stats.Txns++
+			a.stats.LastLag = time.Since(ev.Time)
+			a.stats.LastSeen = time.Now()
+		}
+		a.cur, a.skip = nil, false
+		return nil
+	case cdc.EventPosition, cdc.EventMessage:
+		if ev.Kind == cdc.EventMessage && ev.Message.Prefix == HeartbeatPrefix {
+			if us, err := strconv.ParseInt(string(ev.Message.Content), 10, 64); err == nil {
+				a.stats.LastLag = time.Since(time.UnixMicro(us))
+				a.stats.LastSeen = time.Now()
+			}
+		}
+		if a.cur == nil && ev.LSN > a.groupPos && (ev.Kind == cdc.EventPosition || !ev.Message.Transactional) {
+			a.groupPos = ev.LSN
+		}
+		return nil
+	case cdc.EventTruncate:
+		if a.cur == nil || a.skip {
+			return nil
+		}
+		for _, rel := range ev.Rels {
+			b := a.bind(rel)
+			if b == nil {
+				continue
+			}
+			if err := a.truncate(ctx, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	case cdc.EventInsert, cdc.EventUpdate, cdc.EventDelete:
+		if a.cur == nil {
+			return fmt.Errorf("stream: row change outside a transaction")
+		}
+		if a.skip {
+			return nil
+		}
+		b := a.bind(ev.Rel)
+		if b == nil {
+			return nil
+		}
+		if err := a.open(ctx); err != nil {
+			return err
+		}
+		a.groupRows++
+		a.stats.Changes++
+		return a.row(ctx, ev, b)
+	}
+	return nil
+}
+
+func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding) error {
+	r := b.rule
+	var oldVals, newVals []*string
+	var oldKey, newKey string
+	var err error
+	switch ev.Kind {
+	case cdc.EventInsert:
+		k, ok := keyOf(ev.New, b.key)
+		if !ok {
+			return fmt.Errorf("stream: insert into %s without its key columns %v", r.Table(), a.keys[r.Table()])
+		}
+		newKey = k
+		newVals = valsOf(ev.New, b, nil)
+	case cdc.EventUpdate:
+		nk, ok := keyOf(ev.New, b.key)
+		if !ok {
+			return fmt.Errorf("stream: update of %s without its key columns %v", r.Table(), a.keys[r.Table()])
+		}
+		newKey, oldKey = nk, nk
+		if ev.Old != nil {
+			if k, ok := keyOf(ev.Old, b.key); ok {
+				oldKey = k
+			}
+		}
+		if oldVals, err = a.lookup(ctx, rowKey{r.ID, oldKey}); err != nil {
+			return err
+		}
+		if oldVals == nil {
+			a.log.Warn("update of a row repstream has no record of; counting it as an insert", "table", r.Table(), "key", oldKey)
+		}
+		newVals = valsOf(ev.New, b, oldVals)
+	case cdc.EventDelete:
+		k, ok := keyOf(ev.Old, b.key)
+		if !ok {
+			return fmt.Errorf("stream: delete from %s without its key columns %v (replica identity must include the primary key)", r.Table(), a.keys[r.Table()])
+		}
+		oldKey = k
+		if oldVals, err = a.lookup(ctx, rowKey{r.ID, oldKey}); err != nil {
+			return err
+		}
+	}
+	if oldVals != nil {
+		if c, ok := r.Contribute(oldVals); ok {
+			a.cur.add(c, -1, r.buckets)
+		}
+	}
+	if newVals != nil {
+		if c, ok := r.Contribute(newVals); ok {
+			a.cur.add(c, +1, r.buckets)
+		}
+	}
+	switch {
+	case ev.Kind == cdc.EventDelete:
+		a.setRow(rowKey{r.ID, oldKey}, nil)
+	case ev.Kind == cdc.EventUpdate && oldKey != newKey:
+		a.setRow(rowKey{r.ID, oldKey}, nil)
+		a.setRow(rowKey{r.ID, newKey}, newVals)
+	default:
+		a.setRow(rowKey{r.ID, newKey}, newVals)
+	}
+	return nil
+}
+
+// truncate retracts every row of a source: the shadow knows them all.
+func (a *applier) truncate(ctx context.Context, b *binding) error {
+	if err := a.open(ctx); err != nil {
+		return err
+	}
+	r := b.rule
+	// The shadow in the store must be current before it is scanned.
+	if err := a.w.writeRows(ctx, a.dirty); err != nil {
+		return err
+	}
+	a.dirty = map[rowKey][]*string{}
+	err := a.w.scanSource(ctx, r.ID, func(vals []*string) {
+		if c, ok := r.Contribute(vals); ok {
+			a.cur.add(c, -1, r.buckets)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	for k := range a.rowCache {
+		if k.source == r.ID {
+			delete(a.rowCache, k)
+		}
+	}
+	a.groupRows++
+	return nil
+}
+
+// foldPending turns completed transactions into deltas, reading the states
+// they touch in one query.
+func (a *applier) foldPending(ctx context.Context) error {
+	if len(a.pending) == 0 {
+		return nil
+	}
+	var need []string
+	seen := map[string]bool{}
+	for _, t := range a.pending {
+		for s := range t.subj {
+			if _, ok := a.stateCache[s]; !ok && !seen[s] {
+				seen[s] = true
+				need = append(need, s)
+			}
+		}
+	}
+	if len(need) > 0 {
+		if err := a.open(ctx); err != nil {
+			return err
+		}
+		got, err := a.w.fetchStates(ctx, need)
+		if err != nil {
+			return err
+		}
+		a.trimCaches()
+		for _, s := range need {
+			a.stateCache[s] = got[s] // zero State: new subject
+		}
+	}
+	for _, t := range a.pending {
+		txn := Txn{LSN: t.lsn, CommitAt: t.at}
+		for _, s := range t.subjects() {
+			ac := t.subj[s]
+			prev, ok := a.stateCache[s]
+			if !ok { // the cache was trimmed mid-chunk
+				got, err := a.w.fetchStates(ctx, []string{s})
+				if err != nil {
+					return err
+				}
+				prev = got[s]
+			}
+			d := Fold(prev, s, ac.count, ac.sum, ac.hist, t.lsn, t.at, a.prior)
+			a.stateCache[s] = d.After
+			a.changed[s] = true
+			txn.Deltas = append(txn.Deltas, d)
+		}
+		if len(txn.Deltas) > 0 {
+			a.txns = append(a.txns, txn)
+			a.stats.Deltas += uint64(len(txn.Deltas))
+		}
+	}
+	a.pending = nil
+	return nil
+}
+
+// due reports whether the open group should commit now, given whether more
+// events are already waiting.
+func (a *applier) due(more bool) bool {
+	if a.cur != nil { // never commit in the middle of a source transaction
+		return false
+	}
+	if a.w.tx == nil && a.groupPos <= a.checkpoint {
+		return false
+	}
+	return !more || a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay
+}
+
+// commit makes the group durable, then publishes it and confirms its position.
+func (a *applier) commit(ctx context.Context) error {
+	if err := a.foldPending(ctx); err != nil {
+		return err
+	}
+	pos := a.groupPos
+	if a.w.tx == nil {
+		// Nothing to write (idle position): confirm without a store write.
+		if pos > a.checkpoint {
+			a.checkpoint = pos
+			a.onDone(pos)
+		}
+		return nil
+	}
+	start := time.Now()
+	if err := a.w.writeRows(ctx, a.dirty); err != nil {
+		return err
+	}
+	states := make([]State, 0, len(a.changed))
+	for s := range a.changed {
+		states = append(states, a.stateCache[s])
+	}
+	sort.Slice(states, func(i, j int) bool { return states[i].Subject < states[j].Subject })
+	if err := a.w.writeStates(ctx, states); err != nil {
+		return err
+	}
+	if err := a.w.writeDeltas(ctx, a.txns); err != nil {
+		return err
+	}
+	if pos < a.checkpoint {
+		pos = a.checkpoint
+	}
+	if err := a.w.checkpoint(ctx, pos); err != nil {
+		return err
+	}
+	if err := a.w.commit(ctx); err != nil {
+		return err
+	}
+	a.stats.Groups++
+	a.stats.CommitNs += uint64(time.Since(start))
+	a.checkpoint = pos
+	txns := a.txns
+	a.resetGroup()
+	a.pub.Publish(pos, txns)
+	a.onDone(pos)
+	return nil
+}

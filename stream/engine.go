@@ -1,0 +1,598 @@
+package stream
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/repstream/repstream/cdc"
+	"github.com/repstream/repstream/sql/migrations"
+)
+
+// EngineConfig is what the pipeline needs; zero durations take defaults.
+type EngineConfig struct {
+	DatabaseURL string
+	Slot        string
+	Publication string
+	// CreatePublication allows creating the publication when it is missing.
+	CreatePublication bool
+	Sources           []Source
+	Prior             Prior
+	// Retention is how long deltas stay in the log (zero: 168h).
+	Retention time.Duration
+	// StatusInterval is the standby status period (zero: 1s).
+	StatusInterval time.Duration
+	// Heartbeat is how often a logical message is emitted so the slot
+	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
+	Heartbeat time.Duration
+	Applier   ApplierConfig
+	Logger    *slog.Logger
+}
+
+// Engine runs the pipeline: replication → fold → store → publisher. It
+// reconnects by itself and is the owner of every goroutine it starts.
+type Engine struct {
+	cfg   EngineConfig
+	log   *slog.Logger
+	rules []*Rule
+	hash  string
+	pub   Publisher
+	pool  *pgxpool.Pool
+	store *Store
+
+	mu     sync.Mutex
+	reader *cdc.Reader // guarded by mu; nil between sessions
+	meta   Meta        // guarded by mu
+	stats  ApplyStats  // guarded by mu
+	lastHB time.Time   // guarded by mu: commit time of the last heartbeat seen
+	ready  atomic.Bool
+}
+
+// FatalError is a problem retrying cannot fix: configuration or schema.
+type FatalError struct{ Err error }
+
+func (e *FatalError) Error() string { return e.Err.Error() }
+func (e *FatalError) Unwrap() error { return e.Err }
+
+// NewEngine validates the configuration and connects the read pool.
+func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 168 * time.Hour
+	}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = 10 * time.Second
+	}
+	if cfg.DatabaseURL == "" {
+		return nil, &ConfigError{"database_url", "missing; set it in the file or as DATABASE_URL"}
+	}
+	if cfg.Slot == "" {
+		return nil, &ConfigError{"slot", "missing; name the replication slot, e.g. repstream"}
+	}
+	if cfg.Publication == "" {
+		return nil, &ConfigError{"publication", "missing; name the publication, e.g. repstream"}
+	}
+	rules, err := CompileSources(cfg.Sources)
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("stream: database_url: %w", err)
+	}
+	pcfg.AfterConnect = RegisterTypes
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "repstream"
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("stream: database_url: %w", err)
+	}
+	return &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(pool)}, nil
+}
+
+// Store is the engine's durable store (its Log).
+func (e *Engine) Store() *Store { return e.store }
+
+// Rules are the compiled sources.
+func (e *Engine) Rules() []*Rule { return e.rules }
+
+// Close releases the read pool; call it after Run returned.
+func (e *Engine) Close() { e.pool.Close() }
+
+// EngineStatus is the engine's view of replication, for /v1/status and metrics.
+type EngineStatus struct {
+	Meta    Meta
+	Reader  cdc.Status
+	Stats   ApplyStats
+	LagTime time.Duration // now - commit time of the last applied transaction or heartbeat
+	HasMeta bool
+	Ready   bool
+	Sources int
+	Hash    string
+	Slot    string
+	Pub     string
+}
+
+// Status reports positions and counters.
+func (e *Engine) Status() EngineStatus {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
+		Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
+	if e.reader != nil {
+		s.Reader = e.reader.Status()
+	}
+	if !e.lastHB.IsZero() {
+		s.LagTime = time.Since(e.lastHB)
+	}
+	return s
+}
+
+// Ready reports whether replication is connected and caught up.
+func (e *Engine) Ready() bool { return e.ready.Load() }
+
+// Migrate applies repstream's migrations.
+func (e *Engine) Migrate() error {
+	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
+		return &FatalError{err}
+	}
+	return nil
+}
+
+// Run streams until ctx ends, reconnecting with backoff after failures. It
+// returns nil on a clean stop and a *FatalError when retrying cannot help.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.Migrate(); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	pctx, stopPrune := context.WithCancel(ctx)
+	defer stopPrune()
+	wg.Add(1)
+	go func() { defer wg.Done(); e.pruneLoop(pctx) }()
+
+	attempt := 0
+	first := true
+	for {
+		started := time.Now()
+		err := e.session(ctx, first)
+		e.ready.Store(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		var fe *FatalError
+		var ce *ConfigError
+		var pe *cdc.PublicationError
+		if first && (errors.As(err, &fe) || errors.As(err, &ce) || errors.As(err, &pe)) {
+			return err
+		}
+		first = false
+		if time.Since(started) > time.Minute {
+			attempt = 0
+		}
+		attempt++
+		wait := backoff(attempt)
+		switch {
+		case errors.Is(err, cdc.ErrSlotInUse):
+			e.log.Error("replication slot is held by another process; is another repstream running? retrying",
+				"slot", e.cfg.Slot, "err", err, "retry_in", wait)
+		default:
+			e.log.Error("replication session ended; reconnecting", "err", err, "retry_in", wait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// backoff is exponential with full jitter, capped at 30s.
+func backoff(attempt int) time.Duration {
+	ceil := math.Min(float64(30*time.Second), float64(250*time.Millisecond)*math.Pow(2, float64(attempt-1)))
+	return time.Duration(mrand.Int64N(int64(ceil))) + 50*time.Millisecond
+}
+
+func (e *Engine) tables(ctx context.Context) ([]cdc.Table, map[string][]string, error) {
+	keys := map[string][]string{}
+	tables := make([]cdc.Table, 0, len(e.rules))
+	for i, r := range e.rules {
+		t := cdc.Table{Schema: r.Schema, Name: r.Name, Columns: r.Columns}
+		info, err := cdc.LookupTable(ctx, e.pool, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		key := fmt.Sprintf("sources[%d]", i)
+		if !info.Exists {
+			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s does not exist in this database", t)}
+		}
+		if len(info.Key) == 0 {
+			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has no primary key; repstream needs one to follow updates and deletes (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified())}
+		}
+		if info.ReplicaIdentity == 'n' {
+			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING; updates and deletes cannot be followed (ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, t.Qualified())}
+		}
+		have := map[string]bool{}
+		for _, c := range info.Columns {
+			have[c] = true
+		}
+		for _, c := range r.Columns {
+			if !have[c] {
+				return nil, nil, &ConfigError{key, fmt.Sprintf("column %q does not exist in %s (columns: %v)", c, t, info.Columns)}
+			}
+		}
+		keys[t.String()] = info.Key
+		tables = append(tables, t)
+	}
+	return tables, keys, nil
+}
+
+func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[string][]string) (cdc.Publication, error) {
+	p, err := cdc.LookupPublication(ctx, e.pool, e.cfg.Publication)
+	if err != nil {
+		return p, err
+	}
+	if !p.Exists && e.cfg.CreatePublication {
+		if err := cdc.CreatePublication(ctx, e.pool, e.cfg.Publication, tables, keys); err != nil {
+			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+		}
+		e.log.Info("created publication", "publication", e.cfg.Publication, "sql", cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+		if p, err = cdc.LookupPublication(ctx, e.pool, e.cfg.Publication); err != nil {
+			return p, err
+		}
+	}
+	return p, cdc.CheckPublication(e.cfg.Publication, p, tables, keys)
+}
+
+// session is one replication connection's life: bootstrap, then stream.
+func (e *Engine) session(ctx context.Context, first bool) error {
+	tables, keys, err := e.tables(ctx)
+	if err != nil {
+		return err
+	}
+	pub, err := e.publication(ctx, tables, keys)
+	if err != nil {
+		return err
+	}
+	rconn, err := cdc.ConnectReplication(ctx, e.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer rconn.Close(context.Background())
+	sys, err := cdc.IdentifySystem(ctx, rconn)
+	if err != nil {
+		return err
+	}
+	w, err := newWriter(ctx, e.cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer w.close(context.Background())
+
+	meta, err := e.store.Meta(ctx)
+	hasMeta := err == nil
+	if err != nil && !errors.Is(err, ErrNoMeta) {
+		return err
+	}
+	slot, slotOK, err := cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	hash, _ := e.store.SourcesHash(ctx)
+	reason := ""
+	switch {
+	case !hasMeta:
+		reason = "first start: loading existing rows from a snapshot"
+	case meta.SystemID != sys.ID:
+		reason = fmt.Sprintf("the database was replaced (system id %s, was %s)", sys.ID, meta.SystemID)
+	case meta.Slot != e.cfg.Slot:
+		reason = fmt.Sprintf("the slot changed (%s, was %s)", e.cfg.Slot, meta.Slot)
+	case !slotOK:
+		reason = fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
+	case slotOK && slot.WALStatus == "lost":
+		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
+	case hash != e.hash:
+		reason = "the sources configuration changed"
+	}
+	if reason != "" {
+		if hasMeta {
+			e.log.Error("STARTING A NEW EPOCH: rebuilding all derived state from a fresh snapshot; clients will reset", "reason", reason, "old_epoch", meta.Epoch)
+		} else {
+			e.log.Info("initial load", "reason", reason)
+		}
+		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
+			return err
+		}
+		e.pub.Reset(meta)
+	} else if first {
+		e.pub.Reset(meta)
+	}
+	e.mu.Lock()
+	e.meta = meta
+	e.mu.Unlock()
+	return e.stream(ctx, rconn, w, meta, keys)
+}
+
+// load takes a consistent snapshot: the slot is created with an exported
+// snapshot, the tables are read as of it, and the state commits with the
+// slot's consistent point as checkpoint.
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool) (Meta, error) {
+	if slotExists {
+		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
+		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
+			return Meta{}, err
+		}
+	}
+	created, err := cdc.CreateSlot(ctx, rconn, e.cfg.Slot)
+	if err != nil {
+		return Meta{}, err
+	}
+	start := time.Now()
+	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	if err != nil {
+		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+	}
+	defer sconn.Close(context.Background())
+	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
+	if err != nil {
+		return Meta{}, err
+	}
+	defer snap.Close(context.Background()) //nolint:errcheck
+	if err := w.begin(ctx); err != nil {
+		return Meta{}, err
+	}
+	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
+		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint, LoadedAt: time.Now().UTC()}
+	if err := w.reset(ctx, meta, e.hash); err != nil {
+		w.rollback(ctx)
+		return Meta{}, err
+	}
+	states := map[string]*acc{}
+	var rows int64
+	for i, r := range e.rules {
+		t := tables[i]
+		pt := pub.Tables[t.String()]
+		// Stream the snapshot straight into COPY: rows are never all in memory.
+		type item struct {
+			key  string
+			vals []*string
+		}
+		items := make(chan item, 1024)
+		scanErr := make(chan error, 1)
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			defer close(items)
+			scanErr <- snap.Scan(sctx, t, keys[t.String()], pt.RowFilter, func(key, vals []*string) error {
+				k, ok := EncodeKey(key)
+				if !ok {
+					return fmt.Errorf("stream: %s has a row with a NULL key", t)
+				}
+				cp := make([]*string, len(vals))
+				copy(cp, vals)
+				select {
+				case items <- item{k, cp}:
+					return nil
+				case <-sctx.Done():
+					return sctx.Err()
+				}
+			})
+		}()
+		n, err := w.copyRows(ctx, func() ([]any, error) {
+			it, ok := <-items
+			if !ok {
+				return nil, nil
+			}
+			if c, ok := r.Contribute(it.vals); ok {
+				a := states[c.Subject]
+				if a == nil {
+					a = &acc{}
+					states[c.Subject] = a
+				}
+				a.add(c, 1, r.buckets)
+			}
+			return []any{r.ID, it.key, it.vals}, nil
+		})
+		cancel()
+		for range items { // drain so the scanner can finish
+		}
+		if serr := <-scanErr; serr != nil && err == nil && !errors.Is(serr, context.Canceled) {
+			err = serr
+		}
+		if err != nil {
+			w.rollback(ctx)
+			return Meta{}, err
+		}
+		rows += n
+	}
+	list := make([]State, 0, len(states))
+	for s, a := range states {
+		if a.zero() {
+			continue
+		}
+		d := Fold(State{}, s, a.count, a.sum, a.hist, created.ConsistentPoint, meta.LoadedAt, e.cfg.Prior)
+		list = append(list, d.After)
+	}
+	if err := w.writeStates(ctx, list); err != nil {
+		w.rollback(ctx)
+		return Meta{}, err
+	}
+	if err := w.commit(ctx); err != nil {
+		return Meta{}, err
+	}
+	e.log.Info("snapshot loaded", "epoch", meta.Epoch, "rows", rows, "subjects", len(list),
+		"consistent_point", created.ConsistentPoint.String(), "took", time.Since(start).Round(time.Millisecond))
+	return meta, nil
+}
+
+func newEpoch() string {
+	var b [8]byte
+	rand.Read(b[:]) //nolint:errcheck // crypto/rand never fails on Linux
+	return hex.EncodeToString(b[:])
+}
+
+// stream runs the reader and the applier until either fails.
+func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string) error {
+	reader := cdc.NewReader(rconn, cdc.ReaderConfig{Slot: e.cfg.Slot, Publication: e.cfg.Publication,
+		StatusInterval: e.cfg.StatusInterval, Logger: e.log})
+	e.mu.Lock()
+	e.reader = reader
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.reader = nil
+		e.mu.Unlock()
+	}()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := make(chan cdc.Event, 4096)
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- reader.Run(ctx, meta.Checkpoint, events)
+	}()
+	var wg sync.WaitGroup
+	if e.cfg.Heartbeat > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.heartbeatLoop(ctx) }()
+	}
+	defer wg.Wait()
+
+	ap := newApplier(e.cfg.Applier, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, func(lsn LSN) {
+		reader.Confirm(lsn)
+		e.mu.Lock()
+		if lsn > e.meta.Checkpoint {
+			e.meta.Checkpoint = lsn
+		}
+		e.mu.Unlock()
+	})
+	err := e.applyLoop(ctx, ap, events, readErr)
+	cancel()
+	if rerr := <-readErr; err == nil {
+		err = rerr
+	}
+	w.rollback(context.Background())
+	return err
+}
+
+func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, readErr <-chan error) error {
+	const chunk = 2048
+	buf := make([]cdc.Event, 0, chunk)
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		buf = buf[:0]
+		// Wait for the first event, or for the open group's deadline.
+		wait := time.Hour
+		if ap.w.tx != nil && ap.cur == nil {
+			wait = ap.cfg.MaxGroupDelay - time.Since(ap.groupStart)
+		}
+		timer.Reset(max(wait, 0))
+		select {
+		case ev := <-events:
+			buf = append(buf, ev)
+		case err := <-readErr:
+			// The reader stopped: commit what is complete, then report.
+			if cerr := ap.commit(ctx); cerr != nil && ap.cur == nil {
+				return errors.Join(err, cerr)
+			}
+			if err == nil {
+				err = errors.New("stream: reader stopped")
+			}
+			return readerStopped{err}
+		case <-timer.C:
+		case <-ctx.Done():
+			if ap.cur == nil {
+				if err := ap.commit(context.Background()); err != nil {
+					return err
+				}
+			}
+			return ctx.Err()
+		}
+	drain:
+		for len(buf) < chunk {
+			select {
+			case ev := <-events:
+				buf = append(buf, ev)
+			default:
+				break drain
+			}
+		}
+		if err := ap.apply(ctx, buf); err != nil {
+			return err
+		}
+		more := len(events) > 0
+		if ap.due(more) {
+			if err := ap.commit(ctx); err != nil {
+				return err
+			}
+		}
+		e.mu.Lock()
+		e.stats = ap.stats
+		if !ap.stats.LastSeen.IsZero() {
+			e.lastHB = ap.stats.LastSeen.Add(-ap.stats.LastLag)
+		}
+		e.mu.Unlock()
+		if !more && ap.cur == nil && ap.w.tx == nil {
+			e.ready.Store(true)
+		}
+	}
+}
+
+type readerStopped struct{ err error }
+
+func (r readerStopped) Error() string { return r.err.Error() }
+func (r readerStopped) Unwrap() error { return r.err }
+
+// HeartbeatPrefix is the prefix of repstream's heartbeat logical messages.
+const HeartbeatPrefix = "repstream.heartbeat"
+
+// heartbeatLoop emits a logical message now and then: the slot then
+// advances and lag is measurable even when nothing else is written.
+func (e *Engine) heartbeatLoop(ctx context.Context) {
+	t := time.NewTicker(e.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_, err := e.pool.Exec(ctx, `SELECT pg_logical_emit_message(false, $1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text)`, HeartbeatPrefix)
+			if err != nil && ctx.Err() == nil {
+				e.log.Warn("heartbeat failed", "err", err)
+			}
+		}
+	}
+}
+
+func (e *Engine) pruneLoop(ctx context.Context) {
+	every := min(e.cfg.Retention/10, time.Minute)
+	t := time.NewTicker(max(every, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			n, err := e.store.Prune(ctx, time.Now().Add(-e.cfg.Retention))
+			if err != nil && ctx.Err() == nil {
+				e.log.Warn("pruning the delta log failed", "err", err)
+			} else if n > 0 {
+				e.log.Info("pruned delta log", "deltas", n, "retention", e.cfg.Retention)
+			}
+		}
+	}
+}

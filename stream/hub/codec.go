@@ -1,0 +1,98 @@
+package hub
+
+import (
+	"sync"
+
+	"github.com/repstream/repstream/stream"
+)
+
+// Mode is how a subscription catches up before it goes live.
+type Mode string
+
+// Modes of the subscribed message.
+const (
+	ModeReplay   Mode = "replay"
+	ModeSnapshot Mode = "snapshot"
+)
+
+// Codec encodes the server messages the hub originates for one WebSocket
+// subprotocol. The hub encodes each delta once per codec and hands the same
+// bytes to every connection that speaks it. Implementations must be safe for
+// concurrent use and must not retain their arguments.
+type Codec interface {
+	// Delta returns a complete "delta" frame.
+	Delta(d *stream.Delta) []byte
+	// Deltas joins frames returned by Delta into one "deltas" frame.
+	Deltas(frames [][]byte) []byte
+	// Subscribed returns a "subscribed" frame.
+	Subscribed(id int64, h stream.LSN, mode Mode, reset bool) []byte
+	// Snapshot returns a "snapshot" frame; more is true on every chunk but
+	// the last.
+	Snapshot(id int64, h stream.LSN, states []stream.State, more bool) []byte
+	// Tick returns a "tick" frame.
+	Tick(head stream.LSN) []byte
+}
+
+// maxCodecs bounds the codecs one hub serves (JSON and protobuf today).
+const maxCodecs = 4
+
+// lazyBytes is an encoding computed at most once.
+type lazyBytes struct {
+	once sync.Once
+	b    []byte
+}
+
+func (l *lazyBytes) get(f func() []byte) []byte {
+	l.once.Do(func() { l.b = f() })
+	return l.b
+}
+
+// item is one delta with its per-codec encodings, shared by the ring, every
+// subscriber and every replay that reads it.
+type item struct {
+	d   stream.Delta
+	enc [maxCodecs]lazyBytes
+}
+
+func (it *item) frame(h *Hub, ci int) []byte {
+	return it.enc[ci].get(func() []byte {
+		b := h.codecs[ci].Delta(&it.d)
+		h.m.encodes.Inc()
+		return b
+	})
+}
+
+// txn is one source transaction's items, in subject order.
+type txn struct {
+	lsn   stream.LSN
+	items []*item
+	full  [maxCodecs]lazyBytes // the frame of all items
+}
+
+func newTxn(t stream.Txn) *txn {
+	x := &txn{lsn: t.LSN, items: make([]*item, len(t.Deltas))}
+	for i := range t.Deltas {
+		x.items[i] = &item{d: t.Deltas[i]}
+	}
+	return x
+}
+
+// frameOf encodes items, all of one transaction, as one frame. When items is
+// the whole transaction the frame is shared.
+func (h *Hub) frameOf(t *txn, items []*item, ci int) []byte {
+	if len(items) == 1 {
+		return items[0].frame(h, ci)
+	}
+	if t != nil && len(items) == len(t.items) {
+		return t.full[ci].get(func() []byte { return h.joinFrames(items, ci) })
+	}
+	return h.joinFrames(items, ci)
+}
+
+func (h *Hub) joinFrames(items []*item, ci int) []byte {
+	fs := make([][]byte, len(items))
+	for i, it := range items {
+		fs[i] = it.frame(h, ci)
+	}
+	return h.codecs[ci].Deltas(fs)
+}

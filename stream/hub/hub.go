@@ -1,0 +1,367 @@
+// Package hub fans committed reputation deltas out to subscribed
+// connections: a subject-sharded index of subscriptions, a bounded queue per
+// connection, an in-memory ring of recent transactions for catch-up, exact
+// replay-to-live handoff, per-subscription throttling, and a bus that carries
+// the stream between nodes.
+//
+// A Hub implements stream.Publisher. Publish never blocks on a client: a
+// connection whose queue overflows is closed with 4008.
+package hub
+
+import (
+	"context"
+	"hash/fnv"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/repstream/repstream/stream"
+)
+
+// Options configure New.
+type Options struct {
+	// Log is the durable store's read side, used for snapshots and for
+	// replays the ring does not cover. Required.
+	Log stream.Log
+	// Codecs are the wire encodings connections may use (at most 4);
+	// Connect takes an index into it. Required.
+	Codecs []Codec
+	Config Config
+	// Registerer receives the hub's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Hub is the node-local fan-out. Create it with New; it is safe for
+// concurrent use.
+type Hub struct {
+	log    stream.Log
+	codecs []Codec
+	cfg    Config
+	logger *slog.Logger
+	m      *metrics
+
+	// pubMu serializes Publish, Reset, initialisation and ticks, so a tick
+	// never overtakes a transaction at or below its LSN.
+	pubMu   sync.Mutex
+	scratch map[*Conn][]*item // guarded by pubMu
+	epochMu sync.RWMutex
+	epoch   string // guarded by epochMu
+	ready   bool   // guarded by epochMu
+	head    atomic.Uint64
+
+	shards   []shard
+	prefixes prefixIndex
+	ring     ring
+
+	connMu sync.RWMutex
+	conns  map[*Conn]struct{} // guarded by connMu
+	nsubs  atomic.Int64
+}
+
+var _ stream.Publisher = (*Hub)(nil)
+
+// New returns a hub. It serves no tick until Run is called.
+func New(o Options) *Hub {
+	if o.Log == nil {
+		panic("hub: Options.Log is required")
+	}
+	if len(o.Codecs) == 0 || len(o.Codecs) > maxCodecs {
+		panic("hub: Options.Codecs must hold 1 to 4 codecs")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	h := &Hub{
+		log:     o.Log,
+		codecs:  o.Codecs,
+		cfg:     o.Config.withDefaults(),
+		logger:  o.Logger,
+		scratch: make(map[*Conn][]*item),
+		conns:   make(map[*Conn]struct{}),
+	}
+	h.m = newMetrics(o.Registerer)
+	h.shards = make([]shard, h.cfg.Shards)
+	for i := range h.shards {
+		h.shards[i].subs = make(map[string]map[*sub]struct{})
+	}
+	h.prefixes = prefixIndex{subs: make(map[string]map[*sub]struct{}), lens: make(map[int]int)}
+	h.ring.max = h.cfg.RingDeltas
+	return h
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (h *Hub) Config() Config { return h.cfg }
+
+func (h *Hub) shardOf(subject string) *shard {
+	f := fnv.New32a()
+	f.Write([]byte(subject))
+	return &h.shards[f.Sum32()%uint32(len(h.shards))]
+}
+
+// Head returns the greatest checkpoint published to the hub.
+func (h *Hub) Head() stream.LSN { return stream.LSN(h.head.Load()) }
+
+// Epoch returns the epoch of the published history ("" before the first
+// Reset or Ready).
+func (h *Hub) Epoch() string {
+	h.epochMu.RLock()
+	defer h.epochMu.RUnlock()
+	return h.epoch
+}
+
+// Ready makes sure the hub knows its epoch and head, reading them from the
+// log if no Reset has arrived yet (a node that follows a bus), and returns
+// them.
+func (h *Hub) Ready(ctx context.Context) (epoch string, head stream.LSN, err error) {
+	h.epochMu.RLock()
+	ready, epoch := h.ready, h.epoch
+	h.epochMu.RUnlock()
+	if ready {
+		return epoch, h.Head(), nil
+	}
+	m, err := h.log.Meta(ctx)
+	if err != nil {
+		return "", 0, errf(CodeInternal, "the store is unavailable", err)
+	}
+	h.pubMu.Lock()
+	h.epochMu.RLock()
+	ready = h.ready
+	h.epochMu.RUnlock()
+	if !ready {
+		h.resetLocked(m)
+	}
+	h.pubMu.Unlock()
+	return h.Epoch(), h.Head(), nil
+}
+
+// Reset starts an epoch. With a new epoch every connection is closed with
+// 1001 so clients reconnect, see the new epoch in welcome and reset; with
+// the same epoch (a restart) the ring is kept.
+func (h *Hub) Reset(m stream.Meta) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	h.resetLocked(m)
+}
+
+func (h *Hub) resetLocked(m stream.Meta) {
+	h.epochMu.Lock()
+	old, ready := h.epoch, h.ready
+	h.epoch, h.ready = m.Epoch, true
+	h.epochMu.Unlock()
+	h.ring.mu.Lock()
+	if !ready || old != m.Epoch {
+		h.ring.resetLocked(m.Checkpoint)
+		h.head.Store(uint64(m.Checkpoint))
+	} else if m.Checkpoint > h.ring.head {
+		h.ring.appendLocked(m.Checkpoint, nil)
+		h.head.Store(uint64(m.Checkpoint))
+	}
+	h.ring.mu.Unlock()
+	if ready && old != m.Epoch {
+		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
+		h.CloseAll(CloseGoingAway, "epoch changed")
+	}
+}
+
+// Publish fans committed transactions out. It never blocks on a client.
+func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	if !h.ready {
+		// No Reset yet: the hub learns the epoch lazily (Ready); nothing
+		// can be subscribed before that, so only the position matters.
+		h.logger.Debug("hub: publish before reset")
+	}
+	ts := make([]*txn, 0, len(txns))
+	for _, t := range txns {
+		if t.LSN > stream.LSN(h.head.Load()) {
+			ts = append(ts, newTxn(t))
+		}
+	}
+	if head < stream.LSN(h.head.Load()) && len(ts) == 0 {
+		return
+	}
+	// Ring and head first, then distribution: a subscription registered
+	// after a transaction was distributed reads a head at or above it.
+	h.ring.mu.Lock()
+	h.ring.appendLocked(head, ts)
+	h.head.Store(uint64(h.ring.head))
+	h.ring.mu.Unlock()
+
+	var matched []*sub
+	for _, t := range ts {
+		h.m.txns.Inc()
+		for _, it := range t.items {
+			matched = h.lookup(matched[:0], it.d.Subject)
+			for _, s := range matched {
+				h.route(s, t, it)
+			}
+		}
+		for c, items := range h.scratch {
+			c.Enqueue(h.frameOf(t, items, c.codec))
+			delete(h.scratch, c)
+		}
+	}
+}
+
+// lookup appends the subscriptions selecting subject.
+func (h *Hub) lookup(dst []*sub, subject string) []*sub {
+	sh := h.shardOf(subject)
+	sh.mu.RLock()
+	for s := range sh.subs[subject] {
+		dst = append(dst, s)
+	}
+	sh.mu.RUnlock()
+	return h.prefixes.appendMatches(dst, subject)
+}
+
+// route hands one delta to one subscription: buffered while it catches up,
+// coalesced when throttled, else owed to its connection in this
+// transaction's frame. Called with pubMu held.
+func (h *Hub) route(s *sub, t *txn, it *item) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return
+	}
+	switch {
+	case s.catchingUp:
+		if n := len(s.buf); n > 0 && s.buf[n-1].t == t {
+			s.buf[n-1].items = appendOnce(s.buf[n-1].items, it)
+		} else {
+			s.buf = append(s.buf, group{t: t, items: []*item{it}})
+		}
+		s.bufDeltas++
+		if s.bufDeltas > h.cfg.CatchupBuffer {
+			h.m.slow.Inc()
+			s.conn.Close(CloseSlowConsumer, "slow consumer: catch-up buffer overflow")
+		}
+	case s.throttle > 0:
+		h.coalesceLocked(s, it)
+	default:
+		h.scratch[s.conn] = appendOnce(h.scratch[s.conn], it)
+	}
+}
+
+// appendOnce appends it unless it is already last (a subject two of a
+// connection's subscriptions select is sent once per frame).
+func appendOnce(items []*item, it *item) []*item {
+	if n := len(items); n > 0 && items[n-1] == it {
+		return items
+	}
+	return append(items, it)
+}
+
+// Connect registers a connection speaking Codecs[codec].
+func (h *Hub) Connect(codec int) *Conn {
+	if codec < 0 || codec >= len(h.codecs) {
+		panic("hub: Connect: codec index out of range")
+	}
+	c := &Conn{
+		h: h, codec: codec,
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+		subs: make(map[*sub]struct{}),
+	}
+	c.lastSend.Store(time.Now().UnixNano())
+	h.connMu.Lock()
+	h.conns[c] = struct{}{}
+	h.connMu.Unlock()
+	h.m.conns.Inc()
+	return c
+}
+
+// Disconnect closes c (1001 unless it was closed already) and removes it
+// and its subscriptions from the hub.
+func (h *Hub) Disconnect(c *Conn) {
+	c.Close(CloseGoingAway, "disconnected")
+	c.subMu.Lock()
+	if c.removed {
+		c.subMu.Unlock()
+		return
+	}
+	c.removed = true
+	subs := c.subs
+	c.subs = nil
+	c.subMu.Unlock()
+	for s := range subs {
+		h.unindex(s)
+	}
+	h.connMu.Lock()
+	delete(h.conns, c)
+	h.connMu.Unlock()
+	h.m.conns.Dec()
+}
+
+// CloseAll closes every connection with code and reason; their sessions see
+// Done and close the sockets.
+func (h *Hub) CloseAll(code int, reason string) {
+	h.connMu.RLock()
+	cs := make([]*Conn, 0, len(h.conns))
+	for c := range h.conns {
+		cs = append(cs, c)
+	}
+	h.connMu.RUnlock()
+	for _, c := range cs {
+		c.Close(code, reason)
+	}
+}
+
+// Connections returns the number of connected clients.
+func (h *Hub) Connections() int {
+	h.connMu.RLock()
+	defer h.connMu.RUnlock()
+	return len(h.conns)
+}
+
+// Subscriptions returns the number of subscriptions across connections.
+func (h *Hub) Subscriptions() int { return int(h.nsubs.Load()) }
+
+// Run sends ticks to idle connections until ctx is done.
+func (h *Hub) Run(ctx context.Context) error {
+	t := time.NewTicker(h.cfg.Heartbeat / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			h.tick(now)
+		}
+	}
+}
+
+// tick sends {"type":"tick"} to every connection that is idle. It holds
+// pubMu, so the tick's LSN never runs ahead of a transaction being fanned
+// out.
+func (h *Hub) tick(now time.Time) {
+	h.pubMu.Lock()
+	defer h.pubMu.Unlock()
+	h.epochMu.RLock()
+	ready := h.ready
+	h.epochMu.RUnlock()
+	if !ready {
+		return
+	}
+	head := h.Head()
+	var frames [maxCodecs][]byte
+	h.connMu.RLock()
+	cs := make([]*Conn, 0, len(h.conns))
+	for c := range h.conns {
+		cs = append(cs, c)
+	}
+	h.connMu.RUnlock()
+	for _, c := range cs {
+		if !c.idle(now) {
+			continue
+		}
+		if frames[c.codec] == nil {
+			frames[c.codec] = h.codecs[c.codec].Tick(head)
+		}
+		c.Enqueue(frames[c.codec])
+	}
+}

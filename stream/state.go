@@ -1,0 +1,241 @@
+package stream
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// LSN is a Postgres log sequence number; the resume cursor of the protocol.
+// Its text form is pg_lsn's upper-case "X/Y".
+type LSN = pglogrepl.LSN
+
+// ParseLSN reads a cursor in pg_lsn text form.
+func ParseLSN(s string) (LSN, error) {
+	if s == "" || strings.Count(s, "/") != 1 {
+		return 0, fmt.Errorf("cursor %q: want pg_lsn form X/Y in hex", s)
+	}
+	return pglogrepl.ParseLSN(s)
+}
+
+// Micro is a score or a sum of scores in millionths, so sums stay exact
+// where float64 would drift after millions of additions and removals.
+type Micro int64
+
+// MicroUnit is the number of Micro in one score point.
+const MicroUnit = 1_000_000
+
+// Float returns the value in score points.
+func (m Micro) Float() float64 { return float64(m) / MicroUnit }
+
+// String formats the value in score points without float rounding.
+func (m Micro) String() string {
+	neg := m < 0
+	u := uint64(m)
+	if neg {
+		u = uint64(-m)
+	}
+	s := strconv.FormatUint(u/MicroUnit, 10)
+	if frac := u % MicroUnit; frac != 0 {
+		s += "." + strings.TrimRight(fmt.Sprintf("%06d", frac), "0")
+	}
+	if neg {
+		s = "-" + s
+	}
+	return s
+}
+
+// MarshalJSON writes the value as a JSON number in score points.
+func (m Micro) MarshalJSON() ([]byte, error) { return []byte(m.String()), nil }
+
+// UnmarshalJSON reads a JSON number in score points.
+func (m *Micro) UnmarshalJSON(b []byte) error {
+	v, err := ParseMicro(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// ParseMicro parses a decimal in Postgres text form (as numeric, int or float
+// columns print) into Micro, rounding half away from zero past six decimals.
+func ParseMicro(s string) (Micro, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, fmt.Errorf("score %q: empty", s)
+	}
+	if strings.ContainsAny(s, "eEnN") { // exponent, NaN, Infinity
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 9e12 {
+			return 0, fmt.Errorf("score %q: not a finite number", s)
+		}
+		return Micro(math.Round(f * MicroUnit)), nil
+	}
+	neg := false
+	switch s[0] {
+	case '-':
+		neg, s = true, s[1:]
+	case '+':
+		s = s[1:]
+	}
+	intPart, frac, _ := strings.Cut(s, ".")
+	if intPart == "" && frac == "" {
+		return 0, fmt.Errorf("score %q: not a number", s)
+	}
+	var v uint64
+	for _, c := range intPart {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("score %q: not a number", s)
+		}
+		v = v*10 + uint64(c-'0')
+		if v > 9_000_000_000_000 {
+			return 0, fmt.Errorf("score %q: out of range", s)
+		}
+	}
+	v *= MicroUnit
+	var scale uint64 = MicroUnit / 10
+	round := false
+	for i, c := range frac {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("score %q: not a number", s)
+		}
+		if i < 6 {
+			v += uint64(c-'0') * scale
+			scale /= 10
+		} else if i == 6 {
+			round = c >= '5'
+		}
+	}
+	if round {
+		v++
+	}
+	if neg {
+		return -Micro(v), nil
+	}
+	return Micro(v), nil
+}
+
+// State is one subject's reputation after the deltas up to LSN.
+type State struct {
+	Subject   string    `json:"subject"`
+	Count     int64     `json:"count"`
+	Sum       Micro     `json:"sum"`
+	Mean      float64   `json:"mean"`
+	Bayes     float64   `json:"bayes"`
+	Hist      []int64   `json:"hist,omitempty"`
+	Version   int64     `json:"version"`
+	LSN       LSN       `json:"-"`
+	UpdatedAt time.Time `json:"-"`
+}
+
+// stateJSON is State's wire form: LSN and time in PROTOCOL.md's text forms.
+type stateJSON struct {
+	Subject   string  `json:"subject"`
+	Count     int64   `json:"count"`
+	Sum       Micro   `json:"sum"`
+	Mean      float64 `json:"mean"`
+	Bayes     float64 `json:"bayes"`
+	Hist      []int64 `json:"hist,omitempty"`
+	Version   int64   `json:"version"`
+	LSN       string  `json:"lsn"`
+	UpdatedAt string  `json:"updated_at"`
+}
+
+// MarshalJSON writes the state as PROTOCOL.md describes it.
+func (s State) MarshalJSON() ([]byte, error) {
+	return json.Marshal(stateJSON{
+		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: round6(s.Mean), Bayes: round6(s.Bayes),
+		Hist: s.Hist, Version: s.Version, LSN: s.LSN.String(),
+		UpdatedAt: s.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
+	})
+}
+
+// UnmarshalJSON reads the wire form, so Go clients share this type.
+func (s *State) UnmarshalJSON(b []byte) error {
+	var w stateJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	lsn, err := ParseLSN(w.LSN)
+	if err != nil {
+		return err
+	}
+	var at time.Time
+	if w.UpdatedAt != "" {
+		if at, err = time.Parse(time.RFC3339Nano, w.UpdatedAt); err != nil {
+			return fmt.Errorf("updated_at: %w", err)
+		}
+	}
+	*s = State{Subject: w.Subject, Count: w.Count, Sum: w.Sum, Mean: w.Mean, Bayes: w.Bayes,
+		Hist: w.Hist, Version: w.Version, LSN: lsn, UpdatedAt: at}
+	return nil
+}
+
+func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
+
+// Change is what one delta did to a subject: differences of the state's figures.
+type Change struct {
+	Count int64   `json:"count"`
+	Sum   Micro   `json:"sum"`
+	Mean  float64 `json:"mean"`
+	Bayes float64 `json:"bayes"`
+}
+
+// Delta is the unit of the stream: one source transaction's effect on one subject.
+// (Subject, LSN) identifies it; Version counts a subject's deltas without gaps.
+type Delta struct {
+	Subject   string
+	LSN       LSN
+	Version   int64
+	After     State
+	Change    Change
+	Coalesced int // >1 when a throttled subscription folded that many deltas into this one
+}
+
+type deltaJSON struct {
+	Type      string `json:"type"`
+	Subject   string `json:"subject"`
+	LSN       string `json:"lsn"`
+	Version   int64  `json:"version"`
+	After     State  `json:"after"`
+	Change    Change `json:"change"`
+	Coalesced int    `json:"coalesced"`
+}
+
+// MarshalJSON writes the delta as PROTOCOL.md's "delta" message.
+func (d Delta) MarshalJSON() ([]byte, error) {
+	c := d.Coalesced
+	if c < 1 {
+		c = 1
+	}
+	return json.Marshal(deltaJSON{Type: "delta", Subject: d.Subject, LSN: d.LSN.String(),
+		Version: d.Version, After: d.After, Change: d.Change, Coalesced: c})
+}
+
+// UnmarshalJSON reads a "delta" message.
+func (d *Delta) UnmarshalJSON(b []byte) error {
+	var w deltaJSON
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	lsn, err := ParseLSN(w.LSN)
+	if err != nil {
+		return err
+	}
+	*d = Delta{Subject: w.Subject, LSN: lsn, Version: w.Version, After: w.After, Change: w.Change, Coalesced: w.Coalesced}
+	return nil
+}
+
+// Txn is every delta one source transaction produced, in subject order; the
+// unit that must never be split across frames.
+type Txn struct {
+	LSN      LSN // commit LSN of the source transaction
+	CommitAt time.Time
+	Deltas   []Delta
+}
