@@ -79,7 +79,7 @@ type Reader struct {
 	applied atomic.Uint64
 
 	mu         sync.Mutex
-	st         Status // guarded by mu
+	st         Status        // guarded by mu
 	lastEnd    pglogrepl.LSN // guarded by mu: end of the last delivered transaction or idle position
 	inTxn      bool          // only the Run goroutine
 	lastStatus time.Time     // only the Run goroutine
