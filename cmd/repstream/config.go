@@ -1,0 +1,183 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/knadh/koanf/parsers/yaml"
+	"github.com/knadh/koanf/providers/confmap"
+	"github.com/knadh/koanf/providers/env/v2"
+	"github.com/knadh/koanf/providers/file"
+	"github.com/knadh/koanf/providers/posflag"
+	"github.com/knadh/koanf/v2"
+	"github.com/spf13/pflag"
+
+	"github.com/repstream/repstream/stream"
+)
+
+// Config is the whole configuration file. Precedence: defaults < file <
+// environment (DATABASE_URL, REPSTREAM_KEY, REPSTREAM_SECTION__KEY) < flags.
+type Config struct {
+	DatabaseURL       string          `koanf:"database_url"`
+	Publication       string          `koanf:"publication"`
+	Slot              string          `koanf:"slot"`
+	CreatePublication bool            `koanf:"create_publication"`
+	Listen            string          `koanf:"listen"`
+	Sources           []stream.Source `koanf:"sources"`
+	Reputation        stream.Prior    `koanf:"reputation"`
+	Retention         time.Duration   `koanf:"retention"`
+	Heartbeat         time.Duration   `koanf:"heartbeat"`
+	Log               LogConfig       `koanf:"log"`
+	Auth              AuthConfig      `koanf:"auth"`
+	API               APIConfig       `koanf:"api"`
+	Alerts            AlertConfig     `koanf:"alerts"`
+}
+
+// LogConfig chooses the log format and level.
+type LogConfig struct {
+	Format string `koanf:"format"` // text or json
+	Level  string `koanf:"level"`  // debug, info, warn, error
+}
+
+// AlertConfig sets the thresholds past which the service warns.
+type AlertConfig struct {
+	RetainedWALBytes int64         `koanf:"retained_wal_bytes"`
+	Lag              time.Duration `koanf:"lag"`
+}
+
+var defaults = map[string]any{
+	"publication":               "repstream",
+	"slot":                      "repstream",
+	"create_publication":        true,
+	"listen":                    ":8080",
+	"reputation.prior_mean":     3.5,
+	"reputation.prior_weight":   10.0,
+	"retention":                 "168h",
+	"heartbeat":                 "10s",
+	"log.format":                "text",
+	"log.level":                 "info",
+	"alerts.retained_wal_bytes": int64(1 << 30),
+	"alerts.lag":                "30s",
+}
+
+// flagKeys maps command-line flags onto configuration keys.
+var flagKeys = map[string]string{
+	"database-url": "database_url",
+	"slot":         "slot",
+	"publication":  "publication",
+	"listen":       "listen",
+	"log-format":   "log.format",
+	"log-level":    "log.level",
+	"insecure":     "auth.insecure",
+	"retention":    "retention",
+	"redis-url":    "bus.redis_url",
+}
+
+// loadConfig reads path (may be empty), the environment and the flags set on fs.
+func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
+	k := koanf.New(".")
+	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
+		return nil, err
+	}
+	if path != "" {
+		if err := k.Load(file.Provider(path), yaml.Parser()); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if v := os.Getenv("DATABASE_URL"); v != "" {
+		k.Set("database_url", v) //nolint:errcheck
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		Prefix: "REPSTREAM_",
+		TransformFunc: func(key, v string) (string, any) {
+			key = strings.ToLower(strings.TrimPrefix(key, "REPSTREAM_"))
+			return strings.ReplaceAll(key, "__", "."), v
+		},
+	}), nil)
+	if err != nil {
+		return nil, fmt.Errorf("config: environment: %w", err)
+	}
+	if fs != nil {
+		if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
+			if !f.Changed {
+				return "", nil
+			}
+			key, ok := flagKeys[f.Name]
+			if !ok {
+				return "", nil // not a configuration flag
+			}
+			return key, posflag.FlagVal(fs, f)
+		}), nil); err != nil {
+			return nil, fmt.Errorf("config: flags: %w", err)
+		}
+	}
+	var c Config
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.DatabaseURL == "" {
+		errs = append(errs, &stream.ConfigError{Key: "database_url", Msg: "missing; set it in the file, as DATABASE_URL or with --database-url"})
+	}
+	if c.Retention <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "retention", Msg: "must be a positive duration such as 168h"})
+	}
+	if c.Reputation.Weight < 0 {
+		errs = append(errs, &stream.ConfigError{Key: "reputation.prior_weight", Msg: "must not be negative"})
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, &stream.ConfigError{Key: "log.format", Msg: fmt.Sprintf("%q: use text or json", c.Log.Format)})
+	}
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := stream.CompileSources(c.Sources); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, &stream.ConfigError{Key: "log.level", Msg: fmt.Sprintf("%q: use debug, info, warn or error", s)}
+	}
+	return l, nil
+}
+
+func (c *Config) logger() *slog.Logger {
+	lvl, _ := parseLevel(c.Log.Level)
+	o := &slog.HandlerOptions{Level: lvl}
+	if c.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, o))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, o))
+}
+
+func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
+	return stream.EngineConfig{
+		DatabaseURL: c.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
+		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
+	}
+}
+
+// AuthConfig is a placeholder until the API lands.
+type AuthConfig struct {
+	Insecure bool `koanf:"insecure"`
+}
+
+// APIConfig is a placeholder until the API lands.
+type APIConfig struct{}
