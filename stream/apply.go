@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/repstream/repstream/cdc"
 )
 
@@ -35,15 +37,16 @@ type ApplierConfig struct {
 // applier folds the decoded stream into the store. It is used by one
 // goroutine at a time (the engine's session).
 type applier struct {
-	cfg    ApplierConfig
-	log    *slog.Logger
-	w      *writer
-	prior  Prior
-	rules  map[string]*Rule    // by schema.name
-	keys   map[string][]string // key columns by schema.name
-	bound  map[*cdc.Relation]*binding
-	pub    Publisher
-	onDone func(LSN) // the position may be confirmed to the slot
+	cfg        ApplierConfig
+	commitTime prometheus.Observer
+	log        *slog.Logger
+	w          *writer
+	prior      Prior
+	rules      map[string]*Rule    // by schema.name
+	keys       map[string][]string // key columns by schema.name
+	bound      map[*cdc.Relation]*binding
+	pub        Publisher
+	onDone     func(LSN) // the position may be confirmed to the slot
 
 	checkpoint LSN // last committed position
 
@@ -75,7 +78,7 @@ type ApplyStats struct {
 	CommitNs uint64        // total store commit time
 }
 
-func newApplier(cfg ApplierConfig, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(LSN)) *applier {
+func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(LSN)) *applier {
 	if cfg.MaxGroupChanges <= 0 {
 		cfg.MaxGroupChanges = 20000
 	}
@@ -88,7 +91,7 @@ func newApplier(cfg ApplierConfig, log *slog.Logger, w *writer, rules []*Rule, k
 	if cfg.CacheStates <= 0 {
 		cfg.CacheStates = 200000
 	}
-	a := &applier{cfg: cfg, log: log, w: w, prior: prior, rules: map[string]*Rule{}, keys: keys,
+	a := &applier{cfg: cfg, commitTime: commitTime, log: log, w: w, prior: prior, rules: map[string]*Rule{}, keys: keys,
 		bound: map[*cdc.Relation]*binding{}, pub: pub, onDone: onDone, checkpoint: checkpoint,
 		rowCache: map[rowKey][]*string{}, stateCache: map[string]State{}}
 	for _, r := range rules {
@@ -563,7 +566,9 @@ func (a *applier) commit(ctx context.Context) error {
 		return err
 	}
 	a.stats.Groups++
-	a.stats.CommitNs += uint64(time.Since(start))
+	took := time.Since(start)
+	a.stats.CommitNs += uint64(took)
+	a.commitTime.Observe(took.Seconds())
 	a.checkpoint = pos
 	txns := a.txns
 	a.resetGroup()

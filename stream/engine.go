@@ -58,6 +58,8 @@ type Engine struct {
 	stats  ApplyStats  // guarded by mu
 	lastHB time.Time   // guarded by mu: commit time of the last heartbeat seen
 	ready  atomic.Bool
+
+	metrics *engineMetrics
 }
 
 // FatalError is a problem retrying cannot fix: configuration or schema.
@@ -100,8 +102,10 @@ func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, e
 	if err != nil {
 		return nil, fmt.Errorf("stream: database_url: %w", err)
 	}
-	return &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
-		pool: pool, store: NewStore(pool)}, nil
+	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(pool)}
+	e.metrics = newEngineMetrics(e)
+	return e, nil
 }
 
 // Store is the engine's durable store (its Log).
@@ -208,24 +212,25 @@ func backoff(attempt int) time.Duration {
 	return time.Duration(mrand.Int64N(int64(ceil))) + 50*time.Millisecond
 }
 
-func (e *Engine) tables(ctx context.Context) ([]cdc.Table, map[string][]string, error) {
-	keys := map[string][]string{}
-	tables := make([]cdc.Table, 0, len(e.rules))
+// tables checks the source tables and returns them with their primary keys
+// and the columns a publication must list besides the needed ones.
+func (e *Engine) tables(ctx context.Context) (tables []cdc.Table, keys, pubCols map[string][]string, err error) {
+	keys, pubCols = map[string][]string{}, map[string][]string{}
 	for i, r := range e.rules {
 		t := cdc.Table{Schema: r.Schema, Name: r.Name, Columns: r.Columns}
 		info, err := cdc.LookupTable(ctx, e.pool, t)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		key := fmt.Sprintf("sources[%d]", i)
 		if !info.Exists {
-			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s does not exist in this database", t)}
+			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s does not exist in this database", t)}
 		}
 		if len(info.Key) == 0 {
-			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has no primary key; repstream needs one to follow updates and deletes (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified())}
+			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has no primary key; repstream needs one to follow updates and deletes (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified())}
 		}
 		if info.ReplicaIdentity == 'n' {
-			return nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING; updates and deletes cannot be followed (ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, t.Qualified())}
+			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING; updates and deletes cannot be followed (ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, t.Qualified())}
 		}
 		have := map[string]bool{}
 		for _, c := range info.Columns {
@@ -233,13 +238,21 @@ func (e *Engine) tables(ctx context.Context) ([]cdc.Table, map[string][]string, 
 		}
 		for _, c := range r.Columns {
 			if !have[c] {
-				return nil, nil, &ConfigError{key, fmt.Sprintf("column %q does not exist in %s (columns: %v)", c, t, info.Columns)}
+				return nil, nil, nil, &ConfigError{key, fmt.Sprintf("column %q does not exist in %s (columns: %v)", c, t, info.Columns)}
 			}
 		}
 		keys[t.String()] = info.Key
 		tables = append(tables, t)
+		// A publication's column list must cover the replica identity, or
+		// Postgres rejects the application's UPDATE and DELETE: with FULL or
+		// USING INDEX identity, publish every column.
+		if info.ReplicaIdentity == 'f' || info.ReplicaIdentity == 'i' {
+			pubCols[t.String()] = info.Columns
+		} else {
+			pubCols[t.String()] = info.Key
+		}
 	}
-	return tables, keys, nil
+	return tables, keys, pubCols, nil
 }
 
 func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[string][]string) (cdc.Publication, error) {
@@ -261,11 +274,11 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 
 // session is one replication connection's life: bootstrap, then stream.
 func (e *Engine) session(ctx context.Context, first bool) error {
-	tables, keys, err := e.tables(ctx)
+	tables, keys, pubCols, err := e.tables(ctx)
 	if err != nil {
 		return err
 	}
-	pub, err := e.publication(ctx, tables, keys)
+	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
 		return err
 	}
@@ -315,8 +328,13 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		} else {
 			e.log.Info("initial load", "reason", reason)
 		}
+		old := meta
 		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
 			return err
+		}
+		e.metrics.newEpoch.Inc()
+		if hasMeta && old.SystemID == sys.ID {
+			e.dropOldSlot(ctx, old.Slot)
 		}
 		e.pub.Reset(meta)
 	} else if first {
@@ -357,7 +375,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
-		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint, LoadedAt: time.Now().UTC()}
+		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
 	if err := w.reset(ctx, meta, e.hash); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
@@ -439,6 +457,28 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	return meta, nil
 }
 
+// dropOldSlot drops the slot a previous configuration used, which repstream
+// created and nothing else reads: left alone it would pin WAL forever.
+func (e *Engine) dropOldSlot(ctx context.Context, old string) {
+	if old == e.cfg.Slot {
+		return
+	}
+	s, ok, err := cdc.LookupSlot(ctx, e.pool, old)
+	if err != nil || !ok {
+		return
+	}
+	if s.Active {
+		e.log.Warn("the previous slot is still in use by another process; drop it when it is no longer needed",
+			"slot", old, "pid", s.ActivePID, "sql", fmt.Sprintf("SELECT pg_drop_replication_slot('%s');", old))
+		return
+	}
+	if err := cdc.DropSlot(ctx, e.pool, old); err != nil {
+		e.log.Warn("could not drop the previous slot; it pins WAL until dropped", "slot", old, "err", err)
+		return
+	}
+	e.log.Warn("dropped the slot the previous configuration used", "slot", old)
+}
+
 func newEpoch() string {
 	var b [8]byte
 	rand.Read(b[:]) //nolint:errcheck // crypto/rand never fails on Linux
@@ -471,7 +511,7 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	}
 	defer wg.Wait()
 
-	ap := newApplier(e.cfg.Applier, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, func(lsn LSN) {
+	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, func(lsn LSN) {
 		reader.Confirm(lsn)
 		e.mu.Lock()
 		if lsn > e.meta.Checkpoint {
@@ -505,9 +545,13 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		case ev := <-events:
 			buf = append(buf, ev)
 		case err := <-readErr:
-			// The reader stopped: commit what is complete, then report.
-			if cerr := ap.commit(ctx); cerr != nil && ap.cur == nil {
-				return errors.Join(err, cerr)
+			// The reader stopped. Commit the complete transactions, unless one
+			// is half-read: its row changes are already in the open group, so
+			// the whole group is dropped and re-read from the checkpoint.
+			if ap.cur == nil {
+				if cerr := ap.commit(ctx); cerr != nil {
+					return errors.Join(err, cerr)
+				}
 			}
 			if err == nil {
 				err = errors.New("stream: reader stopped")

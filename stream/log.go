@@ -31,13 +31,19 @@ func (s Selector) Match(subject string) bool {
 
 // Meta is the store's position and identity, read consistently.
 type Meta struct {
-	Epoch      string // changes when the history is replaced; clients then reset
-	Slot       string
-	SystemID   string
-	Timeline   int32
-	Checkpoint LSN       // head: every delta at or below it is stored
-	LogFrom    LSN       // deltas at or below it are not in the log; older cursors reset
-	LoadedAt   time.Time // when the current epoch's snapshot load finished
+	Epoch    string // changes when the history is replaced; clients then reset
+	Slot     string
+	SystemID string
+	Timeline int32
+	// Checkpoint is the end LSN of the last applied source transaction (or a
+	// later idle position): replication resumes there. The next
+	// transaction's commit LSN may equal it, so as a cursor use
+	// Checkpoint-1 (hub.Position): every delta at or below that is stored.
+	Checkpoint LSN
+	// LogFrom: deltas at or below it are not in the log (they predate the
+	// snapshot load or were pruned); cursors below it get a reset.
+	LogFrom  LSN
+	LoadedAt time.Time // when the current epoch's snapshot load finished
 }
 
 // Order names a leaderboard ordering; all orders are descending.
@@ -69,7 +75,7 @@ type Log interface {
 
 // Publisher receives each committed group of transactions, in LSN order,
 // right after the store commits it. Publish must not block: the pipeline
-// waits for it. head is the new checkpoint.
+// waits for it. head is the new checkpoint (see Meta.Checkpoint).
 type Publisher interface {
 	Publish(head LSN, txns []Txn)
 	// Reset is called when the store starts (or restarts) an epoch: at start

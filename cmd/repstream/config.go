@@ -16,37 +16,48 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/pflag"
 
+	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/stream"
 )
 
 // Config is the whole configuration file. Precedence: defaults < file <
 // environment (DATABASE_URL, REPSTREAM_KEY, REPSTREAM_SECTION__KEY) < flags.
 type Config struct {
-	DatabaseURL       string          `koanf:"database_url"`
-	Publication       string          `koanf:"publication"`
-	Slot              string          `koanf:"slot"`
-	CreatePublication bool            `koanf:"create_publication"`
-	Listen            string          `koanf:"listen"`
-	Sources           []stream.Source `koanf:"sources"`
-	Reputation        stream.Prior    `koanf:"reputation"`
-	Retention         time.Duration   `koanf:"retention"`
-	Heartbeat         time.Duration   `koanf:"heartbeat"`
-	Log               LogConfig       `koanf:"log"`
-	Auth              AuthConfig      `koanf:"auth"`
-	API               APIConfig       `koanf:"api"`
-	Alerts            AlertConfig     `koanf:"alerts"`
+	DatabaseURL       string          `yaml:"database_url"`
+	Publication       string          `yaml:"publication"`
+	Slot              string          `yaml:"slot"`
+	CreatePublication bool            `yaml:"create_publication"`
+	Listen            string          `yaml:"listen"`
+	Sources           []stream.Source `yaml:"sources"`
+	Reputation        stream.Prior    `yaml:"reputation"`
+	Retention         time.Duration   `yaml:"retention"`
+	Heartbeat         time.Duration   `yaml:"heartbeat"`
+	Log               LogConfig       `yaml:"log"`
+	Auth              api.AuthConfig  `yaml:"auth"`
+	API               api.Config      `yaml:"api"`
+	Bus               BusConfig       `yaml:"bus"`
+	Alerts            AlertConfig     `yaml:"alerts"`
 }
 
 // LogConfig chooses the log format and level.
 type LogConfig struct {
-	Format string `koanf:"format"` // text or json
-	Level  string `koanf:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+	Level  string `yaml:"level"`  // debug, info, warn, error
+}
+
+// BusConfig connects nodes: with a Redis URL, the node that replicates
+// publishes every delta to Redis and every node serves clients from it.
+type BusConfig struct {
+	// RedisURL is redis://host:6379/0; empty means a single node.
+	RedisURL string `yaml:"redis_url"`
+	// Role is "both" (default: replicate and serve), "replicate" or "serve".
+	Role string `yaml:"role"`
 }
 
 // AlertConfig sets the thresholds past which the service warns.
 type AlertConfig struct {
-	RetainedWALBytes int64         `koanf:"retained_wal_bytes"`
-	Lag              time.Duration `koanf:"lag"`
+	RetainedWALBytes int64         `yaml:"retained_wal_bytes"`
+	Lag              time.Duration `yaml:"lag"`
 }
 
 var defaults = map[string]any{
@@ -116,13 +127,12 @@ func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
 		}
 	}
 	var c Config
-	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "koanf"}); err != nil {
+	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	if err := c.validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
+	// An invalid configuration comes back with the error, so doctor can
+	// still check the database while reporting every bad key.
+	return &c, c.validate()
 }
 
 func (c *Config) validate() error {
@@ -147,7 +157,22 @@ func (c *Config) validate() error {
 	if _, err := stream.CompileSources(c.Sources); err != nil {
 		errs = append(errs, err)
 	}
+	switch c.Bus.Role {
+	case "", "both":
+	case "replicate", "serve":
+		if c.Bus.RedisURL == "" {
+			errs = append(errs, &stream.ConfigError{Key: "bus.role", Msg: c.Bus.Role + " needs bus.redis_url: nodes meet through Redis"})
+		}
+	default:
+		errs = append(errs, &stream.ConfigError{Key: "bus.role", Msg: fmt.Sprintf("%q: use both, replicate or serve", c.Bus.Role)})
+	}
 	return errors.Join(errs...)
+}
+
+// validateServe checks what only serve needs: the API's limits and a way
+// to verify tokens. DBA commands run without them.
+func (c *Config) validateServe() error {
+	return errors.Join(c.Auth.Validate(), c.API.Validate())
 }
 
 func parseLevel(s string) (slog.Level, error) {
@@ -173,11 +198,3 @@ func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
 	}
 }
-
-// AuthConfig is a placeholder until the API lands.
-type AuthConfig struct {
-	Insecure bool `koanf:"insecure"`
-}
-
-// APIConfig is a placeholder until the API lands.
-type APIConfig struct{}

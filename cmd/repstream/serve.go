@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,10 +10,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
+	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
+	"github.com/repstream/repstream/stream/hub"
+	"github.com/repstream/repstream/web"
 )
 
 func init() {
@@ -27,6 +32,7 @@ func init() {
 		path := configFlags(cmd)
 		cmd.Flags().String("listen", "", "HTTP listen address (key listen)")
 		cmd.Flags().Bool("insecure", false, "development only: accept connections without a token (key auth.insecure)")
+		cmd.Flags().String("redis-url", "", "Redis URL of the cross-node bus (key bus.redis_url)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadFor(cmd, *path)
 			if err != nil {
@@ -38,67 +44,117 @@ func init() {
 	})
 }
 
-// service is everything serve runs, for dev and the tests to reuse.
+// service is what a running runService exposes to dev and the tests.
 type service struct {
 	engine *stream.Engine
 	addr   net.Addr
 }
 
-// runService runs the pipeline and the HTTP API until ctx ends. ready, if
-// not nil, receives the service once it listens.
+// runService runs the pipeline and the HTTP API until ctx ends, then shuts
+// down in reverse: WebSockets get 1001, the pipeline commits and confirms.
+// ready, if not nil, receives the service once it listens.
 func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*service)) error {
-	pub := &nopPublisher{}
-	engine, err := stream.NewEngine(ctx, cfg.engineConfig(log), pub)
+	if err := cfg.validateServe(); err != nil {
+		return err
+	}
+	if cfg.Auth.Insecure {
+		log.Warn("AUTH IS OFF (auth.insecure: true): anyone who can reach " + cfg.Listen + " reads every subject. Development only.")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var fwd hub.Forward
+	engine, err := stream.NewEngine(ctx, cfg.engineConfig(log), &fwd)
 	if err != nil {
 		return err
 	}
 	defer engine.Close()
+	engine.RegisterMetrics(reg)
+
+	var bus hub.Bus
+	if cfg.Bus.RedisURL != "" {
+		opt, err := redis.ParseURL(cfg.Bus.RedisURL)
+		if err != nil {
+			return &stream.ConfigError{Key: "bus.redis_url", Msg: err.Error()}
+		}
+		rdb := redis.NewClient(opt)
+		defer rdb.Close()
+		bus = &hub.RedisBus{Client: rdb, Logger: log}
+	}
+	auth, err := api.NewAuthenticator(cfg.Auth, log)
+	if err != nil {
+		return err
+	}
+	srv, err := api.NewServer(api.Options{
+		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
+		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
+		Ready:      engine.Ready,
+		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	replicate := cfg.Bus.Role != "serve"
+	var busPub *hub.BusPublisher
+	switch {
+	case bus != nil && replicate:
+		busPub = hub.NewBusPublisher(bus, 0, log)
+		fwd.Set(busPub)
+	case bus == nil:
+		fwd.Set(srv.Hub())
+	}
+
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) }) //nolint:errcheck
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !engine.Ready() {
-			http.Error(w, "replication not caught up", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write([]byte("ready\n")) //nolint:errcheck
-	})
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(statusOf(r.Context(), engine)) //nolint:errcheck
-	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	mux.Handle("/", web.Handler())
+	apiH := srv.Handler()
+	for _, p := range []string{"/v1/", "/healthz", "/readyz", "/metrics"} {
+		mux.Handle(p, apiH)
+	}
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
-	wg.Add(2)
+	errc := make(chan error, 4)
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+			cancel()
+		}()
+	}
+	run("api", srv.Run)
+	if busPub != nil {
+		run("bus", busPub.Run)
+	}
+	if replicate {
+		run("replication", engine.Run)
+		run("watch", func(ctx context.Context) error { watch(ctx, engine, cfg, log); return nil })
+	}
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := engine.Run(ctx); err != nil {
-			errc <- err
-		}
-		cancel()
-	}()
-	go func() {
-		defer wg.Done()
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errc <- fmt.Errorf("http: %w", err)
 		}
 		cancel()
 	}()
-	log.Info("repstream listening", "addr", ln.Addr().String(), "version", version)
+	log.Info("repstream listening", "addr", ln.Addr().String(), "version", version, "replicate", replicate)
 	if ready != nil {
 		ready(&service{engine: engine, addr: ln.Addr()})
 	}
 	<-ctx.Done()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	srv.Shutdown(sctx) //nolint:errcheck
+	srv.Shutdown(sctx)     //nolint:errcheck // closes every WebSocket with 1001
+	httpSrv.Shutdown(sctx) //nolint:errcheck
 	wg.Wait()
 	close(errc)
 	var errs []error
@@ -111,12 +167,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	return errors.Join(errs...)
 }
 
-type nopPublisher struct{}
-
-func (nopPublisher) Publish(stream.LSN, []stream.Txn) {}
-func (nopPublisher) Reset(stream.Meta)                {}
-
-// status is GET /v1/status: what a DBA or a dashboard needs to see.
+// statusOf is GET /v1/status: what a DBA or a dashboard needs to see.
 func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	st := e.Status()
 	out := map[string]any{
@@ -128,12 +179,12 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 		"server_lsn":          st.Reader.ServerWALEnd.String(),
 		"lag_bytes":           nil,
 		"lag_seconds":         st.LagTime.Seconds(),
-		"connections":         0,
-		"subscriptions":       0,
 		"replication":         map[string]any{"connected": st.Reader.Connected, "caught_up": st.Reader.CaughtUp},
 		"ready":               st.Ready,
+		"changes_applied":     st.Stats.Changes,
+		"deltas":              st.Stats.Deltas,
 	}
-	if s, ok, err := lookupSlot(ctx, e, st.Slot); err == nil && ok {
+	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()
 		out["lag_bytes"] = s.LagBytes
 		out["retained_wal_bytes"] = s.RetainedBytes
@@ -143,6 +194,27 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	return out
 }
 
-func lookupSlot(ctx context.Context, e *stream.Engine, name string) (cdc.Slot, bool, error) {
-	return cdc.LookupSlot(ctx, e.Store().Pool(), name)
+// watch warns when the slot retains too much WAL or replication lags, so a
+// DBA hears of it before the disk fills.
+func watch(ctx context.Context, e *stream.Engine, cfg *Config, log *slog.Logger) {
+	t := time.NewTicker(15 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), cfg.Slot)
+		if err != nil || !ok {
+			continue
+		}
+		if cfg.Alerts.RetainedWALBytes > 0 && s.RetainedBytes > cfg.Alerts.RetainedWALBytes {
+			log.Warn("replication slot retains a lot of WAL", "slot", cfg.Slot, "retained_bytes", s.RetainedBytes,
+				"threshold", cfg.Alerts.RetainedWALBytes, "wal_status", s.WALStatus)
+		}
+		if lag := e.Status().LagTime; cfg.Alerts.Lag > 0 && lag > cfg.Alerts.Lag {
+			log.Warn("replication lags", "lag", lag.Round(time.Millisecond), "threshold", cfg.Alerts.Lag)
+		}
+	}
 }

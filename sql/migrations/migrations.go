@@ -3,11 +3,15 @@
 package migrations
 
 import (
+	"context"
 	"embed"
 	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
@@ -17,11 +21,14 @@ import (
 //go:embed files/*.sql
 var files embed.FS
 
-// Table records the applied version; it lives in the public schema's search
-// path owner space under a repstream-specific name so it never collides.
-const Table = "repstream_schema_migrations"
+// Table records the applied version. It lives in repstream's own schema, so
+// a role needs no CREATE privilege on public (PostgreSQL 15 grants none).
+const Table = `"repstream"."schema_migrations"`
 
 func open(databaseURL string) (*migrate.Migrate, error) {
+	if err := ensureSchema(databaseURL); err != nil {
+		return nil, err
+	}
 	src, err := iofs.New(files, "files")
 	if err != nil {
 		return nil, fmt.Errorf("migrations: embedded files: %w", err)
@@ -47,6 +54,7 @@ func migrateURL(databaseURL string) (string, error) {
 	u.Scheme = "pgx5"
 	q := u.Query()
 	q.Set("x-migrations-table", Table)
+	q.Set("x-migrations-table-quoted", "1")
 	u.RawQuery = q.Encode()
 	return u.String(), nil
 }
@@ -110,4 +118,19 @@ func Latest() uint {
 		}
 	}
 	return v
+}
+
+// ensureSchema creates the repstream schema that holds the version table.
+func ensureSchema(databaseURL string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return fmt.Errorf("migrations: connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS repstream`); err != nil {
+		return fmt.Errorf("migrations: create schema repstream (the role needs CREATE on the database: GRANT CREATE ON DATABASE <db> TO <role>): %w", err)
+	}
+	return nil
 }

@@ -27,7 +27,7 @@ type Bus interface {
 // Message is one Publish or Reset of the publishing node.
 type Message struct {
 	// Prev is the head the publisher had before this message; a
-	// subscriber whose head is below it has missed a message.
+	// subscriber whose position is below Position(Prev) missed a message.
 	Prev  stream.LSN
 	Head  stream.LSN
 	Txns  []stream.Txn
@@ -127,8 +127,8 @@ func (h *Hub) apply(m Message) {
 	if _, _, err := h.Ready(context.Background()); err != nil {
 		h.logger.Error("hub: bus message before the store is readable", "err", err)
 	}
-	if head := h.Head(); m.Prev > head {
-		h.resync(m.Prev)
+	if prev := Position(m.Prev); prev > h.Head() {
+		h.resync(prev)
 	}
 	h.Publish(m.Head, m.Txns)
 }

@@ -25,7 +25,7 @@ type Request struct {
 
 // Result tells how a subscription caught up.
 type Result struct {
-	Mode  Mode
+	Mode  string // ModeReplay or ModeSnapshot
 	Reset bool
 	LSN   stream.LSN // H: caught up to here; live deltas above it follow
 	Sent  int        // deltas replayed, or states in the snapshot
@@ -243,8 +243,8 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		if err != nil {
 			return Result{}, err
 		}
-		if m.Epoch != epoch || since > m.Checkpoint {
-			return Result{}, errf(CodeBadCursor, "cursor "+since.String()+" is ahead of the server ("+max(h0, m.Checkpoint).String()+")", nil)
+		if m.Epoch != epoch || since > Position(m.Checkpoint) {
+			return Result{}, errf(CodeBadCursor, "cursor "+since.String()+" is ahead of the server ("+max(h0, Position(m.Checkpoint)).String()+")", nil)
 		}
 	}
 	sel := s.selector()
@@ -329,10 +329,11 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		mode = "snapshot_reset"
 	}
 	h.m.replays.WithLabelValues(mode).Inc()
-	states, hs, err := h.log.States(ctx, sel, "", 0)
+	states, head, err := h.log.States(ctx, sel, "", 0)
 	if err != nil {
 		return Result{}, err
 	}
+	hs := Position(head)
 	codec := h.codecs[c.codec]
 	if !c.Enqueue(codec.Subscribed(r.ID, hs, ModeSnapshot, reset)) {
 		return Result{}, ErrClosed
@@ -370,6 +371,6 @@ func (h *Hub) release(s *sub, H stream.LSN) error {
 			return ErrClosed
 		}
 	}
-	s.buf, s.bufDeltas, s.catchingUp = nil, 0, false
+	s.buf, s.bufDeltas, s.catchingUp, s.floor = nil, 0, false, H
 	return nil
 }

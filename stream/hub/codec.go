@@ -6,13 +6,10 @@ import (
 	"github.com/repstream/repstream/stream"
 )
 
-// Mode is how a subscription catches up before it goes live.
-type Mode string
-
-// Modes of the subscribed message.
+// Modes of the subscribed message: how a subscription caught up.
 const (
-	ModeReplay   Mode = "replay"
-	ModeSnapshot Mode = "snapshot"
+	ModeReplay   = "replay"
+	ModeSnapshot = "snapshot"
 )
 
 // Codec encodes the server messages the hub originates for one WebSocket
@@ -25,7 +22,7 @@ type Codec interface {
 	// Deltas joins frames returned by Delta into one "deltas" frame.
 	Deltas(frames [][]byte) []byte
 	// Subscribed returns a "subscribed" frame.
-	Subscribed(id int64, h stream.LSN, mode Mode, reset bool) []byte
+	Subscribed(id int64, h stream.LSN, mode string, reset bool) []byte
 	// Snapshot returns a "snapshot" frame; more is true on every chunk but
 	// the last.
 	Snapshot(id int64, h stream.LSN, states []stream.State, more bool) []byte

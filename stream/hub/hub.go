@@ -93,6 +93,19 @@ func New(o Options) *Hub {
 	return h
 }
 
+// Position converts a store head (Meta.Checkpoint, Publish's head, the head
+// States returns) into a cursor. A head is the end LSN of the last applied
+// source transaction (or a later idle position), and the next transaction's
+// commit LSN, which its deltas carry, may equal it; so the head itself would
+// claim a delta not yet delivered. Every transaction with a commit LSN at or
+// below head-1 is stored, which is what a cursor promises.
+func Position(head stream.LSN) stream.LSN {
+	if head == 0 {
+		return 0
+	}
+	return head - 1
+}
+
 // Config returns the configuration in force, defaults filled in.
 func (h *Hub) Config() Config { return h.cfg }
 
@@ -102,7 +115,8 @@ func (h *Hub) shardOf(subject string) *shard {
 	return &h.shards[f.Sum32()%uint32(len(h.shards))]
 }
 
-// Head returns the greatest checkpoint published to the hub.
+// Head returns the hub's position: every delta at or below it has been fanned
+// out (see Position).
 func (h *Hub) Head() stream.LSN { return stream.LSN(h.head.Load()) }
 
 // Epoch returns the epoch of the published history ("" before the first
@@ -152,14 +166,14 @@ func (h *Hub) resetLocked(m stream.Meta) {
 	old, ready := h.epoch, h.ready
 	h.epoch, h.ready = m.Epoch, true
 	h.epochMu.Unlock()
+	pos := Position(m.Checkpoint)
 	h.ring.mu.Lock()
 	if !ready || old != m.Epoch {
-		h.ring.resetLocked(m.Checkpoint)
-		h.head.Store(uint64(m.Checkpoint))
-	} else if m.Checkpoint > h.ring.head {
-		h.ring.appendLocked(m.Checkpoint, nil)
-		h.head.Store(uint64(m.Checkpoint))
+		h.ring.resetLocked(pos)
+	} else {
+		h.ring.appendLocked(pos, nil)
 	}
+	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
 	if ready && old != m.Epoch {
 		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
@@ -171,24 +185,16 @@ func (h *Hub) resetLocked(m stream.Meta) {
 func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
-	if !h.ready {
-		// No Reset yet: the hub learns the epoch lazily (Ready); nothing
-		// can be subscribed before that, so only the position matters.
-		h.logger.Debug("hub: publish before reset")
-	}
+	h.ring.mu.Lock()
 	ts := make([]*txn, 0, len(txns))
 	for _, t := range txns {
-		if t.LSN > stream.LSN(h.head.Load()) {
+		if t.LSN > h.ring.last { // else a redelivery
 			ts = append(ts, newTxn(t))
 		}
 	}
-	if head < stream.LSN(h.head.Load()) && len(ts) == 0 {
-		return
-	}
 	// Ring and head first, then distribution: a subscription registered
 	// after a transaction was distributed reads a head at or above it.
-	h.ring.mu.Lock()
-	h.ring.appendLocked(head, ts)
+	h.ring.appendLocked(Position(head), ts)
 	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
 
@@ -225,7 +231,9 @@ func (h *Hub) lookup(dst []*sub, subject string) []*sub {
 func (h *Hub) route(s *sub, t *txn, it *item) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closed || (!s.catchingUp && it.d.LSN <= s.floor) {
+		// A delta at or below H reached a subscription that already went
+		// live: it was in the replay or snapshot.
 		return
 	}
 	switch {

@@ -47,13 +47,15 @@ type Op struct {
 	Remove  bool
 }
 
-// Commit folds one source transaction at lsn, stores it and returns it as
-// the pipeline would publish it. lsn must be above the head.
+// Commit folds one source transaction whose commit LSN is lsn, stores it
+// and returns it as the pipeline would publish it. Like the real store, the
+// head becomes the transaction's end LSN, lsn+1, and the next commit LSN may
+// equal it: lsn must be at or above the head.
 func (l *MemLog) Commit(lsn stream.LSN, ops []Op) (stream.Txn, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if lsn <= l.meta.Checkpoint {
-		return stream.Txn{}, fmt.Errorf("memlog: commit at %s not above head %s", lsn, l.meta.Checkpoint)
+	if lsn < l.meta.Checkpoint {
+		return stream.Txn{}, fmt.Errorf("memlog: commit at %s below head %s", lsn, l.meta.Checkpoint)
 	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	touched := map[string]bool{}
@@ -102,7 +104,7 @@ func (l *MemLog) Commit(lsn stream.LSN, ops []Op) (stream.Txn, error) {
 		l.deltas = append(l.deltas, d)
 		t.Deltas = append(t.Deltas, d)
 	}
-	l.meta.Checkpoint = lsn
+	l.meta.Checkpoint = lsn + 1
 	return t, nil
 }
 

@@ -12,27 +12,33 @@ import (
 // from <= c <= head: every transaction with lsn in (from, head] is held.
 type ring struct {
 	mu     sync.RWMutex
-	max    int    // deltas; <0 disables
-	txns   []*txn // guarded by mu; LSN order; txns[start:] are live
-	start  int    // guarded by mu
-	deltas int    // guarded by mu; deltas held
-	from   stream.LSN
-	head   stream.LSN
+	max    int        // deltas; <0 disables
+	txns   []*txn     // guarded by mu; LSN order; txns[start:] are live
+	start  int        // guarded by mu
+	deltas int        // guarded by mu; deltas held
+	from   stream.LSN // guarded by mu
+	head   stream.LSN // guarded by mu
+	last   stream.LSN // guarded by mu; LSN of the last transaction appended
 }
 
-// resetLocked empties the ring at lsn; it then covers only cursor lsn.
+// resetLocked empties the ring at position lsn; it then covers only
+// cursor lsn.
 func (r *ring) resetLocked(lsn stream.LSN) {
 	r.txns, r.start, r.deltas = nil, 0, 0
-	r.from, r.head = lsn, lsn
+	r.from, r.head, r.last = lsn, lsn, lsn
 }
 
-// appendLocked adds committed transactions and moves head. Transactions at
-// or below head are ignored (a redelivery).
+// appendLocked adds committed transactions (above last, in LSN order) and
+// moves head to the greater of head and the last transaction's LSN.
 func (r *ring) appendLocked(head stream.LSN, ts []*txn) {
 	for _, t := range ts {
 		if t.lsn <= r.head {
-			continue
+			// Cannot happen when heads go through Position; if a head ran
+			// past an unpublished transaction anyway, the ring no longer
+			// vouches for anything below it.
+			r.resetLocked(t.lsn - 1)
 		}
+		r.last = t.lsn
 		if r.max < 0 {
 			r.from = t.lsn
 			r.head = t.lsn

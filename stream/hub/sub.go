@@ -19,6 +19,7 @@ type sub struct {
 	subjects   map[string]struct{}      // guarded by mu
 	closed     bool                     // guarded by mu
 	catchingUp bool                     // guarded by mu; live deltas go to buf
+	floor      stream.LSN               // guarded by mu; caught up to here: deltas at or below it were sent
 	buf        []group                  // guarded by mu
 	bufDeltas  int                      // guarded by mu
 	pending    map[string]*pendingDelta // guarded by mu; throttled, not yet flushed

@@ -1,0 +1,93 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/repstream/repstream/api/wire"
+)
+
+func (s *Server) routes() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !s.ready() {
+			writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "replication is not connected or not caught up")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(s.gather, promhttp.HandlerOpts{}))
+	// The WebSocket lives outside the REST group: no request timeout.
+	r.Get("/v1/stream", s.serveWS)
+	r.Group(func(r chi.Router) {
+		r.Use(middleware.Timeout(s.cfg.HTTPTimeout))
+		r.Use(s.countHTTP)
+		r.Use(s.authenticate)
+		r.Get("/v1/status", s.getStatus)
+		r.Get("/v1/subjects", s.listSubjects)
+		r.Get("/v1/subjects/{subject}", s.getSubject)
+		r.Get("/v1/subjects/{subject}/deltas", s.getDeltas)
+	})
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		writeError(w, http.StatusMethodNotAllowed, wire.CodeBadRequest, "method not allowed")
+	})
+	return r
+}
+
+type grantKey struct{}
+
+// grantFrom returns the request's grant, or nil.
+func grantFrom(ctx context.Context) *Grant {
+	g, _ := ctx.Value(grantKey{}).(*Grant)
+	return g
+}
+
+// bearer returns the token of an Authorization: Bearer header.
+func bearer(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return "", false
+	}
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", true
+	}
+	return strings.TrimSpace(tok), true
+}
+
+// authenticate requires a valid bearer token (unless auth is insecure) and
+// puts its grant in the request context.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := bearer(r)
+		g, err := s.auth.Verify(tok)
+		if err != nil {
+			s.m.authFailures.WithLabelValues(err.(*AuthError).Reason).Inc()
+			writeError(w, http.StatusUnauthorized, wire.CodeUnauthenticated, err.Error())
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
+	})
+}
+
+func (s *Server) countHTTP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := chi.RouteContext(r.Context()).RoutePattern()
+		s.m.http.WithLabelValues(route, strconv.Itoa(ww.Status())).Inc()
+	})
+}

@@ -1,0 +1,187 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/repstream/repstream/cdc"
+)
+
+// tableState is what the catalog says about one source table.
+type tableState struct {
+	cdc.TableInfo
+	owned     bool     // the role owns it (may add it to a publication)
+	identCols []string // columns of the REPLICA IDENTITY USING INDEX index
+	missing   []string // needed columns the table lacks
+}
+
+// identity is the set of columns Postgres logs as a row's old identity, which
+// a publication's column list and row filter must stay within.
+func (ts tableState) identity() []string {
+	switch ts.ReplicaIdentity {
+	case 'f':
+		return ts.Columns
+	case 'i':
+		return ts.identCols
+	case 'n':
+		return nil
+	}
+	return ts.Key
+}
+
+func identityName(b byte) string {
+	switch b {
+	case 'f':
+		return "FULL"
+	case 'i':
+		return "USING INDEX"
+	case 'n':
+		return "NOTHING"
+	}
+	return "DEFAULT"
+}
+
+// loadTable reads one table: cdc.LookupTable plus ownership and the identity index.
+func loadTable(ctx context.Context, q cdc.Querier, t cdc.Table) (tableState, error) {
+	var ts tableState
+	info, err := cdc.LookupTable(ctx, q, t)
+	if err != nil || !info.Exists {
+		ts.TableInfo = info
+		return ts, err
+	}
+	ts.TableInfo = info
+	err = q.QueryRow(ctx, `
+SELECT pg_has_role(current_user, c.relowner, 'USAGE'),
+       coalesce(array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                      WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY array_position(i.indkey::int2[], a.attnum)), '{}')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, t.Schema, t.Name).Scan(&ts.owned, &ts.identCols)
+	if err != nil {
+		return ts, fmt.Errorf("look up table %s: %w", t, err)
+	}
+	have := set(ts.Columns)
+	for _, c := range t.Columns {
+		if !have[c] {
+			ts.missing = append(ts.missing, c)
+		}
+	}
+	return ts, nil
+}
+
+func set(ss []string) map[string]bool {
+	m := make(map[string]bool, len(ss))
+	for _, s := range ss {
+		m[s] = true
+	}
+	return m
+}
+
+// union is a then the elements of b not in a, in order.
+func union(a, b []string) []string {
+	out := append([]string{}, a...)
+	seen := set(a)
+	for _, s := range b {
+		if !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func quoteList(cols []string) string {
+	q := make([]string, len(cols))
+	for i, c := range cols {
+		q[i] = quoteIdent(c)
+	}
+	return strings.Join(q, ", ")
+}
+
+// checkTables checks each source table: it exists, has a primary key, a
+// usable replica identity, the configured columns, and the role can read it.
+func (r *run) checkTables(ctx context.Context) error {
+	r.infos = make([]tableState, len(r.tables))
+	for i, t := range r.tables {
+		key := fmt.Sprintf("sources[%d]", i)
+		ts, err := loadTable(ctx, r.conn, t)
+		if err != nil {
+			return err
+		}
+		r.infos[i] = ts
+		sfx := ":" + t.String()
+		if !ts.Exists {
+			r.add("table"+sfx, Fail, fmt.Sprintf("table %s (%s.table) does not exist in database %s, or is not a table", t, key, r.role.database),
+				fmt.Sprintf("fix %s.table in the configuration (schema.table), or connect to the database that has it", key))
+			continue
+		}
+		r.add("table"+sfx, OK, fmt.Sprintf("table %s exists", t), "")
+		if len(ts.Key) == 0 {
+			r.add("table.primary_key"+sfx, Fail, fmt.Sprintf("table %s has no primary key; repstream follows updates and deletes by it", t),
+				fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...); -- the column(s) that identify a row", t.Qualified()))
+		} else {
+			r.add("table.primary_key"+sfx, OK, fmt.Sprintf("table %s has primary key (%s)", t, strings.Join(ts.Key, ", ")), "")
+		}
+		switch ts.ReplicaIdentity {
+		case 'n':
+			r.add("table.replica_identity"+sfx, Fail, fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING: updates and deletes carry no key, and Postgres rejects them once the table is published", t),
+				fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Qualified()))
+		case 'f':
+			r.add("table.replica_identity"+sfx, Warn, fmt.Sprintf("table %s has REPLICA IDENTITY FULL: repstream needs only the primary key (DEFAULT); FULL logs whole old rows and costs WAL", t),
+				fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT; -- unless another consumer needs FULL", t.Qualified()))
+		case 'i':
+			if len(ts.Key) > 0 && strings.Join(ts.identCols, ",") == strings.Join(ts.Key, ",") {
+				r.add("table.replica_identity"+sfx, OK, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX on its primary key columns", t), "")
+			} else {
+				r.add("table.replica_identity"+sfx, Warn, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX (%s), not its primary key: updates and deletes carry those columns, repstream matches rows by primary key", t, strings.Join(ts.identCols, ", ")),
+					fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Qualified()))
+			}
+		default:
+			if len(ts.Key) > 0 {
+				r.add("table.replica_identity"+sfx, OK, fmt.Sprintf("table %s has REPLICA IDENTITY DEFAULT (primary key)", t), "")
+			}
+		}
+		if len(ts.missing) > 0 {
+			r.add("table.columns"+sfx, Fail, fmt.Sprintf("%s: column(s) %s not in table %s (it has: %s)", key, strings.Join(ts.missing, ", "), t, strings.Join(ts.Columns, ", ")),
+				fmt.Sprintf("fix %s (subject, score, where) in the configuration to name columns of %s", key, t))
+		} else {
+			r.add("table.columns"+sfx, OK, fmt.Sprintf("table %s has the configured columns (%s)", t, strings.Join(t.Columns, ", ")), "")
+		}
+		if err := r.checkSelect(ctx, i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkSelect checks the role can read what the snapshot load reads: the key
+// and the needed columns (a column-level grant is enough).
+func (r *run) checkSelect(ctx context.Context, i int) error {
+	t, ts := r.tables[i], r.infos[i]
+	sfx := ":" + t.String()
+	if ts.CanSelect {
+		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s", r.role.name, t), "")
+		return nil
+	}
+	have := set(ts.Columns)
+	var cols []string
+	for _, c := range union(ts.Key, t.Columns) {
+		if have[c] {
+			cols = append(cols, c)
+		}
+	}
+	var denied []string
+	err := r.conn.QueryRow(ctx, `
+SELECT coalesce(array(SELECT col FROM unnest($2::text[]) col WHERE NOT has_column_privilege($1::regclass, col, 'SELECT')), '{}')`,
+		t.Qualified(), cols).Scan(&denied)
+	if err != nil {
+		return fmt.Errorf("check column privileges on %s: %w", t, err)
+	}
+	if len(denied) == 0 {
+		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT the columns repstream reads from %s (%s)", r.role.name, t, strings.Join(cols, ", ")), "")
+		return nil
+	}
+	r.add("role.select"+sfx, Fail, fmt.Sprintf("role %s cannot SELECT %s from %s; the initial snapshot reads them", r.role.name, strings.Join(denied, ", "), t),
+		fmt.Sprintf("GRANT SELECT (%s) ON %s TO %s; -- as the table's owner (or GRANT SELECT ON the whole table)", quoteList(cols), t.Qualified(), quoteIdent(r.role.name)))
+	return nil
+}
