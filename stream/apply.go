@@ -28,7 +28,7 @@ type ApplierConfig struct {
 	// MaxGroupDelay closes a group this long after it opened (zero: 50ms).
 	// A group also closes as soon as no more changes are waiting.
 	MaxGroupDelay time.Duration
-	// CacheRows bounds the in-memory row shadow cache (zero: 500000 rows).
+	// CacheRows bounds the in-memory row shadow cache (zero: 100000 rows).
 	CacheRows int
 	// CacheStates bounds the in-memory state cache (zero: 200000 subjects).
 	CacheStates int
@@ -86,7 +86,7 @@ func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Log
 		cfg.MaxGroupDelay = 50 * time.Millisecond
 	}
 	if cfg.CacheRows <= 0 {
-		cfg.CacheRows = 500000
+		cfg.CacheRows = 100000
 	}
 	if cfg.CacheStates <= 0 {
 		cfg.CacheStates = 200000

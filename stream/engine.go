@@ -140,8 +140,14 @@ func (e *Engine) Status() EngineStatus {
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
 	}
+	// Lag is the commit → apply delay of the last transaction or heartbeat
+	// applied; while behind, it grows with the time since that one.
 	if !e.lastHB.IsZero() {
-		s.LagTime = time.Since(e.lastHB)
+		if s.Reader.CaughtUp && s.Reader.Connected {
+			s.LagTime = e.stats.LastLag
+		} else {
+			s.LagTime = time.Since(e.lastHB)
+		}
 	}
 	return s
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -136,5 +137,43 @@ func TestEngineFoldsEveryKindOfChange(t *testing.T) {
 	}
 	if len(rec.resets) != 1 {
 		t.Fatalf("got %d resets, want 1 (the first load)", len(rec.resets))
+	}
+}
+
+// TestEngineRefusesWhatCannotWork: a missing table, a table without a
+// primary key and a missing column are refused at start with the key named.
+func TestEngineRefusesWhatCannotWork(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	streamtest.Exec(t, conn, `CREATE TABLE nokey (seller_id int, rating int); CREATE TABLE reviews (id int PRIMARY KEY, seller_id int, rating int)`)
+	cases := []struct {
+		src  stream.Source
+		want string
+	}{
+		{stream.Source{Table: "public.missing", Subject: "s:{a}", Score: "b", Scale: []float64{1, 5}}, "sources[0].table: table public.missing does not exist"},
+		{stream.Source{Table: "nokey", Subject: "s:{seller_id}", Score: "rating", Scale: []float64{1, 5}}, "sources[0].table: table public.nokey has no primary key"},
+		{stream.Source{Table: "reviews", Subject: "s:{seller}", Score: "rating", Scale: []float64{1, 5}}, `sources[0]: column "seller" does not exist`},
+	}
+	for _, c := range cases {
+		e, err := stream.NewEngine(ctx, stream.EngineConfig{DatabaseURL: url, Slot: name, Publication: name,
+			CreatePublication: true, Sources: []stream.Source{c.src},
+			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}, &recorder{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = e.Run(ctx)
+		e.Close()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", c.src.Table, err, c.want)
+		}
+	}
+	var slots int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&slots); err != nil || slots != 0 {
+		t.Fatalf("a refused start left %d slots (err %v)", slots, err)
 	}
 }

@@ -1,0 +1,72 @@
+package stream_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/repstream/repstream/cdc/localpg"
+	"github.com/repstream/repstream/stream"
+	"github.com/repstream/repstream/stream/streamtest"
+)
+
+// TestPruneRaisesLogStart: pruning deletes deltas past retention and raises
+// the log's start to the newest pruned LSN, so older cursors reset instead
+// of silently missing deltas; later deltas stay readable.
+func TestPruneRaisesLogStart(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	e, stop := startEngine(t, url, name, &recorder{})
+	defer stop()
+	for i := 0; i < 10; i++ {
+		streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 4)`)
+	}
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	var all []stream.LSN
+	rows, err := conn.Query(ctx, `SELECT lsn::text FROM repstream.deltas WHERE subject = 'seller:1' ORDER BY lsn`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		l, _ := stream.ParseLSN(s)
+		all = append(all, l)
+	}
+	if len(all) != 10 {
+		t.Fatalf("%d deltas for seller:1, want 10", len(all))
+	}
+	cut := all[5]
+	streamtest.Exec(t, conn, `UPDATE repstream.deltas SET recorded_at = now() - interval '10 days' WHERE lsn <= $1::text::pg_lsn`, cut.String())
+	n, err := e.Store().Prune(ctx, time.Now().Add(-7*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 6 {
+		t.Fatalf("pruned %d deltas, want 6", n)
+	}
+	m, err := e.Store().Meta(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.LogFrom != cut {
+		t.Fatalf("log starts after %s, want %s", m.LogFrom, cut)
+	}
+	left, err := e.Store().Deltas(ctx, stream.Selector{Subjects: []string{"seller:1"}}, m.LogFrom, m.Checkpoint, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 4 || left[0].LSN != all[6] || left[0].Version != 7 {
+		t.Fatalf("after pruning: %d deltas starting %+v, want 4 starting at %s v7", len(left), left, all[6])
+	}
+}
