@@ -4,7 +4,7 @@ BIN     ?= bin/repstream
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short vet fuzz e2e bench proto clean
+.PHONY: all build run test vet fuzz e2e bench proto clean
 
 all: build
 
@@ -28,8 +28,17 @@ test: vet
 FUZZTIME ?= 10s
 fuzz:
 	$(GO) test ./cdc -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api/wire -run '^$$' -fuzz '^FuzzDecodeClient$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./api/wire -run '^$$' -fuzz '^FuzzDecodeServer$$' -fuzztime $(FUZZTIME)
 
-e2e: build
+# Regenerate api/proto's Go code from repstream.proto (needs protoc and
+# protoc-gen-go v1.36.12; the generated code is committed).
+proto:
+	$(GO) generate ./api/proto
+
+# Browser tests in headless Chromium (installed from Debian's packages if missing).
+e2e:
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(GO) test -tags e2e -count=1 -timeout 10m ./web/...
 
 bench: build
