@@ -54,8 +54,8 @@ type applier struct {
 	stateCache map[string]State     // states as the open group sees them
 
 	// the open group
-	dirty      map[rowKey][]*string
-	changed    map[string]bool
+	dirty      map[rowKey]shadowRow
+	changed    map[string]State // the group's new states, by subject
 	txns       []Txn
 	pending    []*txnAcc // completed transactions not yet folded into states
 	cur        *txnAcc   // the open source transaction
@@ -102,8 +102,8 @@ func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Log
 }
 
 func (a *applier) resetGroup() {
-	a.dirty = map[rowKey][]*string{}
-	a.changed = map[string]bool{}
+	a.dirty = map[rowKey]shadowRow{}
+	a.changed = map[string]State{}
 	a.txns = nil
 	a.pending = nil
 	a.groupRows = 0
@@ -212,7 +212,7 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		if err := a.w.writeRows(ctx, a.dirty); err != nil {
 			return err
 		}
-		a.dirty = map[rowKey][]*string{}
+		a.dirty = map[rowKey]shadowRow{}
 	}
 	return nil
 }
@@ -251,6 +251,9 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 		if _, ok := a.rowCache[rk]; ok || seen[rk] {
 			continue
 		}
+		if _, ok := a.dirty[rk]; ok {
+			continue // pending in this group: the store has an older value
+		}
 		seen[rk] = true
 		need = append(need, rk)
 	}
@@ -285,6 +288,9 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 	if v, ok := a.rowCache[k]; ok {
 		return v, nil
 	}
+	if r, ok := a.dirty[k]; ok { // the cache was trimmed; the store is behind
+		return r.vals, nil
+	}
 	got, err := a.w.fetchRows(ctx, []rowKey{k})
 	if err != nil {
 		return nil, err
@@ -293,9 +299,15 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 	return got[k], nil
 }
 
-func (a *applier) setRow(k rowKey, vals []*string) {
+// setRow records a row's new values (nil: deleted). stored says whether the
+// store holds the row before this change; the first change of a group to a
+// row decides, since later ones only see the group's own pending values.
+func (a *applier) setRow(k rowKey, vals []*string, stored bool) {
 	a.rowCache[k] = vals
-	a.dirty[k] = vals
+	if prev, ok := a.dirty[k]; ok {
+		stored = prev.stored
+	}
+	a.dirty[k] = shadowRow{vals: vals, stored: stored}
 }
 
 func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
@@ -420,14 +432,18 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding) error {
 			a.cur.add(c, +1, r.buckets)
 		}
 	}
+	// A key the source did not have before (an INSERT, or the target of a
+	// key change) cannot be in the shadow either.
 	switch {
 	case ev.Kind == cdc.EventDelete:
-		a.setRow(rowKey{r.ID, oldKey}, nil)
+		a.setRow(rowKey{r.ID, oldKey}, nil, oldVals != nil)
 	case ev.Kind == cdc.EventUpdate && oldKey != newKey:
-		a.setRow(rowKey{r.ID, oldKey}, nil)
-		a.setRow(rowKey{r.ID, newKey}, newVals)
+		a.setRow(rowKey{r.ID, oldKey}, nil, oldVals != nil)
+		a.setRow(rowKey{r.ID, newKey}, newVals, false)
+	case ev.Kind == cdc.EventUpdate:
+		a.setRow(rowKey{r.ID, newKey}, newVals, oldVals != nil)
 	default:
-		a.setRow(rowKey{r.ID, newKey}, newVals)
+		a.setRow(rowKey{r.ID, newKey}, newVals, false)
 	}
 	return nil
 }
@@ -442,7 +458,7 @@ func (a *applier) truncate(ctx context.Context, b *binding) error {
 	if err := a.w.writeRows(ctx, a.dirty); err != nil {
 		return err
 	}
-	a.dirty = map[rowKey][]*string{}
+	a.dirty = map[rowKey]shadowRow{}
 	err := a.w.scanSource(ctx, r.ID, func(vals []*string) {
 		if c, ok := r.Contribute(vals); ok {
 			a.cur.add(c, -1, r.buckets)
@@ -470,6 +486,9 @@ func (a *applier) foldPending(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, t := range a.pending {
 		for s := range t.subj {
+			if _, ok := a.changed[s]; ok {
+				continue
+			}
 			if _, ok := a.stateCache[s]; !ok && !seen[s] {
 				seen[s] = true
 				need = append(need, s)
@@ -493,7 +512,10 @@ func (a *applier) foldPending(ctx context.Context) error {
 		txn := Txn{LSN: t.lsn, CommitAt: t.at}
 		for _, s := range t.subjects() {
 			ac := t.subj[s]
-			prev, ok := a.stateCache[s]
+			prev, ok := a.changed[s]
+			if !ok {
+				prev, ok = a.stateCache[s]
+			}
 			if !ok { // the cache was trimmed mid-chunk
 				got, err := a.w.fetchStates(ctx, []string{s})
 				if err != nil {
@@ -503,7 +525,7 @@ func (a *applier) foldPending(ctx context.Context) error {
 			}
 			d := Fold(prev, s, ac.count, ac.sum, ac.hist, t.lsn, t.at, a.prior)
 			a.stateCache[s] = d.After
-			a.changed[s] = true
+			a.changed[s] = d.After
 			txn.Deltas = append(txn.Deltas, d)
 		}
 		if len(txn.Deltas) > 0 {
@@ -546,8 +568,8 @@ func (a *applier) commit(ctx context.Context) error {
 		return err
 	}
 	states := make([]State, 0, len(a.changed))
-	for s := range a.changed {
-		states = append(states, a.stateCache[s])
+	for _, st := range a.changed {
+		states = append(states, st)
 	}
 	sort.Slice(states, func(i, j int) bool { return states[i].Subject < states[j].Subject })
 	if err := a.w.writeStates(ctx, states); err != nil {

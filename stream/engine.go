@@ -58,6 +58,8 @@ type Engine struct {
 	stats  ApplyStats  // guarded by mu
 	lastHB time.Time   // guarded by mu: commit time of the last heartbeat seen
 	ready  atomic.Bool
+	// restarts counts sessions that ended in an error and were retried.
+	restarts atomic.Uint64
 
 	metrics *engineMetrics
 }
@@ -119,16 +121,17 @@ func (e *Engine) Close() { e.pool.Close() }
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
-	Meta    Meta
-	Reader  cdc.Status
-	Stats   ApplyStats
-	LagTime time.Duration // now - commit time of the last applied transaction or heartbeat
-	HasMeta bool
-	Ready   bool
-	Sources int
-	Hash    string
-	Slot    string
-	Pub     string
+	Meta     Meta
+	Reader   cdc.Status
+	Stats    ApplyStats
+	LagTime  time.Duration // commit → apply delay (see Status)
+	HasMeta  bool
+	Ready    bool
+	Restarts uint64 // replication sessions that failed and were retried
+	Sources  int
+	Hash     string
+	Slot     string
+	Pub      string
 }
 
 // Status reports positions and counters.
@@ -136,7 +139,7 @@ func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
-		Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
+		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
 	}
@@ -185,6 +188,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		e.restarts.Add(1)
 		var fe *FatalError
 		var ce *ConfigError
 		var pe *cdc.PublicationError
@@ -448,7 +452,9 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		if a.zero() {
 			continue
 		}
-		d := Fold(State{}, s, a.count, a.sum, a.hist, created.ConsistentPoint, meta.LoadedAt, e.cfg.Prior)
+		// As a cursor the load is at ConsistentPoint-1: a transaction committing
+		// exactly at the consistent point is streamed, not loaded.
+		d := Fold(State{}, s, a.count, a.sum, a.hist, created.ConsistentPoint-1, meta.LoadedAt, e.cfg.Prior)
 		list = append(list, d.After)
 	}
 	if err := w.writeStates(ctx, list); err != nil {

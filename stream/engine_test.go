@@ -177,3 +177,56 @@ func TestEngineRefusesWhatCannotWork(t *testing.T) {
 		t.Fatalf("a refused start left %d slots (err %v)", slots, err)
 	}
 }
+
+// TestTinyCachesStayExact runs with caches far smaller than a transaction,
+// so rows and states are evicted while their changes are still pending.
+func TestTinyCachesStayExact(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	if err := streamtest.Seed(ctx, conn, 3000, 300); err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	e, err := stream.NewEngine(cctx, stream.EngineConfig{
+		DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
+		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
+		Applier: stream.ApplierConfig{CacheRows: 50, CacheStates: 5, MaxGroupChanges: 300},
+		Logger:  slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(cctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		e.Close()
+	}()
+	// One transaction touching every row three times, then a random mix.
+	streamtest.Exec(t, conn, `BEGIN;
+UPDATE reviews SET rating = 6 - rating;
+UPDATE reviews SET seller_id = seller_id + 1 WHERE id % 3 = 0;
+UPDATE reviews SET status = 'published' WHERE id % 5 = 0;
+DELETE FROM reviews WHERE id % 11 = 0;
+COMMIT`)
+	wl := streamtest.NewWorkload(3)
+	for i := 0; i < 300; i++ {
+		if err := wl.Step(ctx, conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streamtest.WaitConverged(t, conn, 60*time.Second)
+	streamtest.CheckLog(t, conn)
+	if n := e.Status().Restarts; n != 0 {
+		t.Fatalf("replication restarted %d times; an exact pipeline never needs to", n)
+	}
+}

@@ -20,6 +20,7 @@ type engineMetrics struct {
 	changes, txns, deltas, groups, skipped *prometheus.Desc
 	lagBytes, lagSeconds, retained         *prometheus.Desc
 	checkpoint, connected, ready, walLost  *prometheus.Desc
+	restarts                               *prometheus.Desc
 }
 
 func newEngineMetrics(e *Engine) *engineMetrics {
@@ -48,6 +49,7 @@ func newEngineMetrics(e *Engine) *engineMetrics {
 		checkpoint: d("checkpoint_lsn", "The store's checkpoint LSN as a number."),
 		connected:  d("replication_connected", "1 while the replication connection streams."),
 		ready:      d("ready", "1 while replication is connected and caught up."),
+		restarts:   d("replication_restarts_total", "Replication sessions that ended in an error and were retried."),
 		walLost:    d("slot_wal_lost", "1 when the slot's wal_status is lost: the service will start a new epoch."),
 	}
 }
@@ -56,7 +58,7 @@ func (m *engineMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.commit.Describe(ch)
 	m.newEpoch.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.changes, m.txns, m.deltas, m.groups, m.skipped, m.lagBytes, m.lagSeconds,
-		m.retained, m.checkpoint, m.connected, m.ready, m.walLost} {
+		m.retained, m.checkpoint, m.connected, m.ready, m.walLost, m.restarts} {
 		ch <- d
 	}
 }
@@ -80,6 +82,7 @@ func (m *engineMetrics) Collect(ch chan<- prometheus.Metric) {
 	c(m.deltas, st.Stats.Deltas)
 	c(m.groups, st.Stats.Groups)
 	c(m.skipped, st.Stats.Skipped)
+	c(m.restarts, st.Restarts)
 	g(m.lagSeconds, st.LagTime.Seconds())
 	g(m.checkpoint, float64(st.Meta.Checkpoint))
 	g(m.connected, b(st.Reader.Connected))

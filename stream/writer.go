@@ -107,18 +107,31 @@ JOIN unnest($1::smallint[], $2::text[]) AS k(source, key) ON r.source = k.source
 	return out, rows.Err()
 }
 
-// writeRows applies the shadow changes: nil vals delete the row.
-func (w *writer) writeRows(ctx context.Context, dirty map[rowKey][]*string) error {
+// shadowRow is a pending change to the row shadow.
+type shadowRow struct {
+	vals   []*string // nil: the row is gone
+	stored bool      // the store holds the row: update or delete it, else insert
+}
+
+// writeRows applies the shadow changes: new rows are copied straight in,
+// stored ones updated or deleted; no upsert, whose speculative insertion
+// costs more than knowing.
+func (w *writer) writeRows(ctx context.Context, dirty map[rowKey]shadowRow) error {
 	var delSrc []int16
 	var delKey []string
 	up := make([][]any, 0, len(dirty))
-	for k, v := range dirty {
-		if v == nil {
+	ins := make([][]any, 0, len(dirty))
+	for k, r := range dirty {
+		switch {
+		case r.vals == nil && !r.stored: // inserted and deleted within the group
+		case r.vals == nil:
 			delSrc = append(delSrc, k.source)
 			delKey = append(delKey, k.key)
-			continue
+		case !r.stored:
+			ins = append(ins, []any{k.source, k.key, r.vals})
+		default:
+			up = append(up, []any{k.source, k.key, r.vals})
 		}
-		up = append(up, []any{k.source, k.key, v})
 	}
 	if len(delKey) > 0 {
 		_, err := w.tx.Exec(ctx, `
@@ -128,6 +141,11 @@ WHERE r.source = k.source AND r.key = k.key`, delSrc, delKey)
 			return fmt.Errorf("stream: delete from row shadow: %w", err)
 		}
 	}
+	if len(ins) > 0 {
+		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{"repstream", "rows"}, []string{"source", "key", "vals"}, pgx.CopyFromRows(ins)); err != nil {
+			return fmt.Errorf("stream: add to row shadow: %w", err)
+		}
+	}
 	if len(up) == 0 {
 		return nil
 	}
@@ -135,8 +153,7 @@ WHERE r.source = k.source AND r.key = k.key`, delSrc, delKey)
 		return fmt.Errorf("stream: stage row shadow: %w", err)
 	}
 	_, err := w.tx.Exec(ctx, `
-INSERT INTO repstream.rows (source, key, vals) SELECT source, key, vals FROM rows_stage
-ON CONFLICT (source, key) DO UPDATE SET vals = EXCLUDED.vals;
+UPDATE repstream.rows r SET vals = s.vals FROM rows_stage s WHERE r.source = s.source AND r.key = s.key;
 TRUNCATE rows_stage`)
 	if err != nil {
 		return fmt.Errorf("stream: write row shadow: %w", err)

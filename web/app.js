@@ -547,7 +547,7 @@ async function loadHistory(d) {
   d.note = 'loading history…';
   d.dirty = true;
   schedule();
-  let since = '0/0';
+  let since = ''; // none: from the start of the retained log
   let loaded = 0;
   try {
     for (let page = 0; ; page++) {
@@ -555,7 +555,8 @@ async function loadHistory(d) {
         d.note = `history limited to the first ${loaded} changes`;
         break;
       }
-      const q = new URLSearchParams({ since, limit: '1000' });
+      const q = new URLSearchParams({ limit: '1000' });
+      if (since) q.set('since', since);
       const res = await fetch(`/v1/subjects/${subjectPath(d.subject)}/deltas?${q}`, {
         headers: token ? { Authorization: `Bearer ${token}` } : {},
         signal: abort.signal,

@@ -236,6 +236,13 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		_ = ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 		return ws.WriteMessage(mt, b)
 	}
+	if c.o.Token == nil {
+		// No token: say hello anyway, so a server with auth.insecure need not
+		// wait out its hello timeout before serving us.
+		if err := send(wire.ClientMessage{Type: wire.TypeHello}); err != nil {
+			return false, fmt.Errorf("hello: %w", err)
+		}
+	}
 	refresh := c.scheduleRefresh(sctx, token, send)
 	defer refresh.Stop()
 

@@ -59,7 +59,7 @@ CREATE TABLE repstream.rows (
     key    text     NOT NULL,
     vals   text[]   NOT NULL,
     PRIMARY KEY (source, key)
-);
+) WITH (fillfactor = 70); -- room on each page for HOT updates of vals
 
 CREATE VIEW repstream.reputation AS
 SELECT subject,
