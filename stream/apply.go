@@ -204,6 +204,14 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		if err := a.event(ctx, &evs[i]); err != nil {
 			return err
 		}
+		// A group that outgrew its bounds commits at the next transaction
+		// end, not at the end of the chunk.
+		if evs[i].Kind == cdc.EventCommit && a.cur == nil && a.w.tx != nil &&
+			(a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay) {
+			if err := a.commit(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	if err := a.foldPending(ctx); err != nil {
 		return err

@@ -155,8 +155,22 @@ func (e *Engine) Status() EngineStatus {
 	return s
 }
 
-// Ready reports whether replication is connected and caught up.
-func (e *Engine) Ready() bool { return e.ready.Load() }
+// Ready reports whether replication is connected and caught up: the
+// applier has nothing pending and Postgres's walsender says it has sent
+// everything (state streaming, not catchup), so a backlog still on its way
+// does not count as caught up.
+func (e *Engine) Ready() bool {
+	if !e.ready.Load() {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	var state string
+	err := e.pool.QueryRow(ctx, `
+SELECT r.state FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
+WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&state)
+	return err == nil && state == "streaming"
+}
 
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
@@ -511,10 +525,15 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan cdc.Event, 4096)
+	// A deep queue lets decoding run ahead while a group commits.
+	events := make(chan cdc.Event, 65536)
 	readErr := make(chan error, 1)
+	readDone := make(chan struct{})
+	var readRes error
 	go func() {
-		readErr <- reader.Run(ctx, meta.Checkpoint, events)
+		defer close(readDone)
+		readRes = reader.Run(ctx, meta.Checkpoint, events)
+		readErr <- readRes
 	}()
 	var wg sync.WaitGroup
 	if e.cfg.Heartbeat > 0 {
@@ -533,8 +552,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	})
 	err := e.applyLoop(ctx, ap, events, readErr)
 	cancel()
-	if rerr := <-readErr; err == nil {
-		err = rerr
+	<-readDone // applyLoop may have taken the reader's error already
+	if err == nil {
+		err = readRes
 	}
 	w.rollback(context.Background())
 	return err

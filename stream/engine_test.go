@@ -230,3 +230,84 @@ COMMIT`)
 		t.Fatalf("replication restarted %d times; an exact pipeline never needs to", n)
 	}
 }
+
+// TestSchemaChangesMidStream adds and drops columns of a source table while
+// the engine streams: Postgres re-sends the Relation and decoding goes on.
+func TestSchemaChangesMidStream(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	e, stop := startEngine(t, url, name, &recorder{})
+	defer stop()
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5), (1, 3), (2, 4)`)
+	streamtest.Exec(t, conn, `ALTER TABLE reviews ADD COLUMN helpful int DEFAULT 0`)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating, helpful) VALUES (1, 1, 7)`)
+	streamtest.Exec(t, conn, `UPDATE reviews SET rating = 2, helpful = 3 WHERE id = 1`)
+	streamtest.Exec(t, conn, `ALTER TABLE reviews DROP COLUMN body`)
+	streamtest.Exec(t, conn, `UPDATE reviews SET seller_id = 2 WHERE id = 2`)
+	streamtest.Exec(t, conn, `DELETE FROM reviews WHERE id = 3`)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (2, 4.5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	if n := e.Status().Restarts; n != 0 {
+		t.Fatalf("replication restarted %d times across the schema changes", n)
+	}
+}
+
+// TestSecondEngineWaitsForTheSlot runs two engines on one slot: the second
+// is refused ("active for PID"), keeps retrying, and takes over exactly
+// where the first stopped.
+func TestSecondEngineWaitsForTheSlot(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	_, stopA := startEngine(t, url, name, &recorder{})
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+
+	bctx, cancelB := context.WithCancel(ctx)
+	b, err := stream.NewEngine(bctx, stream.EngineConfig{DatabaseURL: url, Slot: name, Publication: name,
+		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10}, StatusInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))}, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doneB := make(chan error, 1)
+	go func() { doneB <- b.Run(bctx) }()
+	defer func() {
+		cancelB()
+		if err := <-doneB; err != nil {
+			t.Error(err)
+		}
+		b.Close()
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for b.Status().Restarts == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second engine never tried the slot")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if b.Ready() {
+		t.Fatal("the second engine is ready while the first holds the slot")
+	}
+	stopA()
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 3)`)
+	for !b.Ready() {
+		if time.Now().After(deadline.Add(40 * time.Second)) {
+			t.Fatal("the second engine did not take over")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	streamtest.WaitConverged(t, conn, 30*time.Second)
+	streamtest.CheckLog(t, conn)
+}

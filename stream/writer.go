@@ -12,8 +12,9 @@ import (
 // transaction at a time holds a group of source transactions, so state,
 // delta log, row shadow and checkpoint commit together or not at all.
 type writer struct {
-	conn *pgx.Conn
-	tx   pgx.Tx // the open group, nil between groups
+	conn    *pgx.Conn
+	tx      pgx.Tx // the open group, nil between groups
+	commits int
 }
 
 type rowKey struct {
@@ -33,8 +34,8 @@ func newWriter(ctx context.Context, databaseURL string) (*writer, error) {
 	}
 	RegisterTypes(ctx, conn) //nolint:errcheck // never fails
 	_, err = conn.Exec(ctx, `
-CREATE TEMP TABLE IF NOT EXISTS rows_stage (source smallint, key text, vals text[]) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS subjects_stage (LIKE repstream.subjects) ON COMMIT DELETE ROWS;`)
+CREATE TEMP TABLE IF NOT EXISTS rows_stage (source smallint, key text, vals text[]);
+CREATE TEMP TABLE IF NOT EXISTS subjects_stage (LIKE repstream.subjects);`)
 	if err != nil {
 		conn.Close(ctx)
 		return nil, fmt.Errorf("stream: prepare store writer: %w", err)
@@ -72,6 +73,17 @@ func (w *writer) rollback(ctx context.Context) {
 func (w *writer) commit(ctx context.Context) error {
 	if w.tx == nil {
 		return nil
+	}
+	// The staging tables are emptied with DELETE (a TRUNCATE per group costs
+	// a new file and catalog writes); temp tables are never vacuumed, so
+	// truncate them now and then.
+	w.commits++
+	if w.commits%1000 == 0 {
+		if _, err := w.tx.Exec(ctx, `TRUNCATE rows_stage, subjects_stage`); err != nil {
+			w.tx.Rollback(ctx) //nolint:errcheck
+			w.tx = nil
+			return fmt.Errorf("stream: empty staging tables: %w", err)
+		}
 	}
 	err := w.tx.Commit(ctx)
 	w.tx = nil
@@ -154,7 +166,7 @@ WHERE r.source = k.source AND r.key = k.key`, delSrc, delKey)
 	}
 	_, err := w.tx.Exec(ctx, `
 UPDATE repstream.rows r SET vals = s.vals FROM rows_stage s WHERE r.source = s.source AND r.key = s.key;
-TRUNCATE rows_stage`)
+DELETE FROM rows_stage`)
 	if err != nil {
 		return fmt.Errorf("stream: write row shadow: %w", err)
 	}
@@ -201,7 +213,7 @@ func (w *writer) writeStates(ctx context.Context, states []State) error {
 INSERT INTO repstream.subjects SELECT * FROM subjects_stage
 ON CONFLICT (subject) DO UPDATE SET count = EXCLUDED.count, sum_micro = EXCLUDED.sum_micro, mean = EXCLUDED.mean,
     bayes = EXCLUDED.bayes, hist = EXCLUDED.hist, version = EXCLUDED.version, lsn = EXCLUDED.lsn, updated_at = EXCLUDED.updated_at;
-TRUNCATE subjects_stage`)
+DELETE FROM subjects_stage`)
 	if err != nil {
 		return fmt.Errorf("stream: write states: %w", err)
 	}

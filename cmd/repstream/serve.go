@@ -171,18 +171,20 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	st := e.Status()
 	out := map[string]any{
-		"epoch":               st.Meta.Epoch,
-		"slot":                st.Slot,
-		"publication":         st.Pub,
-		"checkpoint_lsn":      st.Meta.Checkpoint.String(),
-		"confirmed_flush_lsn": nil,
-		"server_lsn":          st.Reader.ServerWALEnd.String(),
-		"lag_bytes":           nil,
-		"lag_seconds":         st.LagTime.Seconds(),
-		"replication":         map[string]any{"connected": st.Reader.Connected, "caught_up": st.Reader.CaughtUp},
-		"ready":               st.Ready,
-		"changes_applied":     st.Stats.Changes,
-		"deltas":              st.Stats.Deltas,
+		"epoch":                st.Meta.Epoch,
+		"slot":                 st.Slot,
+		"publication":          st.Pub,
+		"checkpoint_lsn":       st.Meta.Checkpoint.String(),
+		"confirmed_flush_lsn":  nil,
+		"server_lsn":           st.Reader.ServerWALEnd.String(),
+		"lag_bytes":            nil,
+		"lag_seconds":          st.LagTime.Seconds(),
+		"replication":          map[string]any{"connected": st.Reader.Connected, "caught_up": st.Reader.CaughtUp},
+		"ready":                st.Ready,
+		"changes_applied":      st.Stats.Changes,
+		"transactions_applied": st.Stats.Txns,
+		"replication_restarts": st.Restarts,
+		"deltas":               st.Stats.Deltas,
 	}
 	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()

@@ -388,9 +388,9 @@ func TestDevRunsAndStopsCleanly(t *testing.T) {
 	}
 
 	// The writer writes and the service follows: the checkpoint moves.
-	first := checkpoint(t, base)
+	first := checkpoint(t, base, token)
 	deadline := time.Now().Add(30 * time.Second)
-	for checkpoint(t, base) == first {
+	for checkpoint(t, base, token) == first {
 		if time.Now().After(deadline) {
 			t.Fatalf("checkpoint stuck at %s for 30s:\n%s", first, p.output())
 		}
@@ -418,9 +418,14 @@ func TestDevRunsAndStopsCleanly(t *testing.T) {
 	}
 }
 
-func checkpoint(t *testing.T, base string) string {
+func checkpoint(t *testing.T, base, token string) string {
 	t.Helper()
-	resp, err := client.Get(base + "/v1/status")
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/status", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

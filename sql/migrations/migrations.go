@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers pgx5://
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 )
@@ -70,10 +71,57 @@ func Up(databaseURL string) error {
 	if err != nil {
 		return err
 	}
-	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+	err = m.Up()
+	var dirty migrate.ErrDirty
+	if errors.As(err, &dirty) {
+		// A process killed mid-migration leaves golang-migrate's flag dirty.
+		// Each file runs as one transaction and records its version in the
+		// schema's comment, so the marker tells whether it committed.
+		if err = recoverDirty(m, databaseURL, dirty.Version); err == nil {
+			err = m.Up()
+		}
+	}
+	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return closeM(m, fmt.Errorf("migrations: up: %w", err))
 	}
 	return closeM(m, nil)
+}
+
+// recoverDirty sets the version to what the schema's marker says was
+// committed: version if its migration committed, the one before if not.
+func recoverDirty(m *migrate.Migrate, databaseURL string, version int) error {
+	committed, err := markerVersion(databaseURL)
+	if err != nil {
+		return err
+	}
+	switch {
+	case committed >= version:
+		return m.Force(version)
+	case committed <= 0:
+		return m.Force(database.NilVersion)
+	default:
+		return m.Force(committed)
+	}
+}
+
+// markerVersion reads the version the last committed migration recorded.
+func markerVersion(databaseURL string) (int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
+	if err != nil {
+		return 0, fmt.Errorf("migrations: connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	var comment *string
+	if err := conn.QueryRow(ctx, `SELECT obj_description(to_regnamespace('repstream'), 'pg_namespace')`).Scan(&comment); err != nil {
+		return 0, fmt.Errorf("migrations: read the schema marker: %w", err)
+	}
+	var v int
+	if comment != nil {
+		fmt.Sscanf(*comment, "repstream schema version %d", &v) //nolint:errcheck // no marker: nothing committed
+	}
+	return v, nil
 }
 
 // Down reverts the newest applied migration (one step), since a full

@@ -71,3 +71,8 @@ SELECT subject,
        lsn,
        updated_at
 FROM repstream.subjects;
+
+-- Every migration ends by recording its version here, in the same
+-- transaction: after a crash mid-migration the marker says whether it
+-- committed (see migrations.Up).
+COMMENT ON SCHEMA repstream IS 'repstream schema version 1';

@@ -1,0 +1,95 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/repstream/repstream/cdc/localpg"
+	"github.com/repstream/repstream/sql/migrations"
+)
+
+// BenchmarkStoreWriteGroup writes one group commit the way the applier
+// does after a backlog of single-row transactions over 1,000 subjects:
+// row shadow, states, delta log, checkpoint, COMMIT. ns/change is the
+// store's cost per source change. The test cluster runs with fsync off, so
+// COMMIT is cheaper here than in `make bench`.
+func BenchmarkStoreWriteGroup(b *testing.B) {
+	url, _ := localpg.NewDatabase(b)
+	if err := migrations.Up(url); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := newWriter(ctx, url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.close(ctx)
+	at := time.Now()
+	seq := 0
+	for _, n := range []int{1, 10, 100, 2000, 20000} {
+		// group builds n single-row transactions, one delta each.
+		group := func() (map[rowKey]shadowRow, []State, []Txn) {
+			dirty := make(map[rowKey]shadowRow, n)
+			states := map[string]State{}
+			txns := make([]Txn, 0, n)
+			for i := 0; i < n; i++ {
+				seq++
+				subject := "seller:" + strconv.Itoa(seq%1000)
+				v1, v2, v3 := strconv.Itoa(seq%1000), "4.5", "published"
+				dirty[rowKey{0, strconv.Itoa(seq)}] = shadowRow{vals: []*string{&v1, &v2, &v3}}
+				d := Fold(states[subject], subject, 1, 4_500000, []int64{0, 0, 0, 1, 0}, LSN(seq), at, Prior{Mean: 3.5, Weight: 10})
+				states[subject] = d.After
+				txns = append(txns, Txn{LSN: LSN(seq), CommitAt: at, Deltas: []Delta{d}})
+			}
+			list := make([]State, 0, len(states))
+			for _, s := range states {
+				list = append(list, s)
+			}
+			return dirty, list, txns
+		}
+		b.Run(fmt.Sprintf("changes=%d", n), func(b *testing.B) {
+			var tRows, tStates, tDeltas, tCommit time.Duration
+			for b.Loop() {
+				b.StopTimer()
+				dirty, states, txns := group()
+				b.StartTimer()
+				if err := w.begin(ctx); err != nil {
+					b.Fatal(err)
+				}
+				t0 := time.Now()
+				if err := w.writeRows(ctx, dirty); err != nil {
+					b.Fatal(err)
+				}
+				t1 := time.Now()
+				if err := w.writeStates(ctx, states); err != nil {
+					b.Fatal(err)
+				}
+				t2 := time.Now()
+				if err := w.writeDeltas(ctx, txns); err != nil {
+					b.Fatal(err)
+				}
+				t3 := time.Now()
+				if err := w.checkpoint(ctx, LSN(seq)); err != nil {
+					b.Fatal(err)
+				}
+				if err := w.commit(ctx); err != nil {
+					b.Fatal(err)
+				}
+				t4 := time.Now()
+				tRows += t1.Sub(t0)
+				tStates += t2.Sub(t1)
+				tDeltas += t3.Sub(t2)
+				tCommit += t4.Sub(t3)
+			}
+			per := float64(b.N * n)
+			b.ReportMetric(float64((tRows+tStates+tDeltas+tCommit).Nanoseconds())/per, "ns/change")
+			b.ReportMetric(float64(tRows.Nanoseconds())/per, "rows-ns/change")
+			b.ReportMetric(float64(tStates.Nanoseconds())/per, "states-ns/change")
+			b.ReportMetric(float64(tDeltas.Nanoseconds())/per, "deltas-ns/change")
+			b.ReportMetric(float64(tCommit.Nanoseconds())/per, "commit-ns/change")
+		})
+	}
+}
