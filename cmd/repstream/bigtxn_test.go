@@ -85,6 +85,11 @@ SELECT i % 1000, 1 + i % 5, 'published', 'a review body that serve never needs t
 		t.Fatalf("peak RSS %d MiB exceeds %d MiB", peak>>20, bound>>20)
 	}
 	streamtest.CheckLog(t, conn)
+	// Applying took far longer than wal_sender_timeout (10s in the tests):
+	// the reader kept sending status updates, so the session never broke.
+	if strings.Contains(p.output(), "replication session ended") {
+		t.Fatal("the replication session broke while the transaction was applied")
+	}
 	if err := p.stop(30 * time.Second); err != nil {
 		t.Fatalf("SIGTERM: %v", err)
 	}

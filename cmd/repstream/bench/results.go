@@ -1,0 +1,123 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// row is one line of the results table.
+type row struct {
+	Measurement string
+	Baseline    string
+	Result      string
+	Ratio       string
+	Target      string
+	Verdict     string
+}
+
+func (e *env) add(r row) {
+	e.rows = append(e.rows, r)
+	e.logf("  %s: %s (baseline %s; ratio %s; target %s) %s", r.Measurement, r.Result, r.Baseline, r.Ratio, r.Target, r.Verdict)
+}
+
+func (e *env) note(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	e.notes = append(e.notes, s)
+	e.logf("  note: %s", s)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT MET"
+}
+
+func esc(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// render is RESULTS.md.
+func (e *env) render(took time.Duration) string {
+	var b strings.Builder
+	cores, mem := machine()
+	mode := "full"
+	if e.o.Quick {
+		mode = "quick (BENCH_QUICK=1: smaller sizes, fewer runs)"
+	}
+	fmt.Fprintf(&b, "# repstream benchmark results\n\n")
+	fmt.Fprintf(&b, "Written by `make bench` (`repstream bench`, cmd/repstream/bench). Each figure is the median of %d runs unless it says otherwise; baselines were measured in the same run on the same machine.\n\n", e.runs)
+	fmt.Fprintf(&b, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
+	fmt.Fprintf(&b, "- machine: %d cores, %.1f GiB memory, %s/%s, %s\n", cores, mem, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(&b, "- Postgres: %s (throwaway cluster, fsync on, synchronous_commit on, shared_buffers 128MB)\n", e.pgVer)
+	fmt.Fprintf(&b, "- mode: %s; the whole run took %s\n", mode, took.Round(time.Second))
+	fmt.Fprintf(&b, "- 1-minute load average at the start and the end: %s and %s (above 2 means other jobs shared the cores)\n", e.loadStart, loadavg())
+	fmt.Fprintf(&b, "- Postgres, the service and the client process share the cores: every figure includes that contention.\n\n")
+	b.WriteString("| measurement | baseline | result | ratio | target (2 cores) | verdict |\n|---|---|---|---|---|---|\n")
+	for _, r := range e.rows {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", esc(r.Measurement), esc(r.Baseline), esc(r.Result), esc(r.Ratio), esc(r.Target), esc(r.Verdict))
+	}
+	if len(e.notes) > 0 {
+		b.WriteString("\n## Notes\n\n")
+		for _, n := range e.notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+	}
+	b.WriteString(methodText)
+	return b.String()
+}
+
+const methodText = `
+## How each figure is measured
+
+- **backlog drain**: the service is stopped (SIGTERM), a second slot is
+  created on the same publication, and N single-row review transactions
+  (and, separately, N rows in 1,000-row transactions) are committed. Then
+  ` + "`pg_recvlogical --start -o proto_version=1 -o publication_names=repstream -E <end>`" + `
+  drains the second slot to stdout (/dev/null): the raw decode rate. Then the
+  service is started and timed from process start until the last backlog
+  transaction's delta is in repstream.subjects (so startup, migrations check and
+  replication connect are included).
+- **sustained ingest**: pgbench (single-row INSERT into reviews, prepared,
+  several client counts) measures Postgres's own maximum with the service
+  stopped; then the same pgbench runs with the service on, and the lag is
+  sampled every 50 ms as the age of the oldest WAL position not yet covered
+  by the service's committed checkpoint (repstream.meta).
+- **latency**: one writer in the bench process commits single-row
+  transactions at 1,000/s, each for a new subject; latency runs from the
+  moment COMMIT returns on the writer to the moment the frame for that subject
+  reaches a WebSocket client in the bench process (the service is another
+  process). The baseline is the same writer with ` + "`pg_recvlogical`" + ` on its own slot,
+  its stdout read by the bench process and each row's bytes timestamped as they
+  arrive. Negative baseline samples are possible: the walsender may send a
+  commit before the committing backend's reply reaches the writer.
+- **fan-out**: 10,000 WebSockets in the client process, each subscribed to
+  one of 100 subjects (100 subscribers per subject). Transactions of 10 rows
+  for 10 distinct subjects are committed at a rising rate; latency runs from
+  the source commit timestamp (after.updated_at, millisecond precision, so
+  up to +1 ms) to the frame's arrival. A step is held if p99 ≤ 50 ms, at least
+  95% of the expected deliveries arrived, and no connection was dropped.
+- **memory per idle connection**: service RSS (VmRSS) before and after the
+  10,000 connections connected and subscribed, divided by 10,000.
+- **resume**: a client 10,000 deltas behind on one subject resubscribes with
+  its cursor; time from sending subscribe to the 10,000th delta (in memory:
+  the hub's ring; from the store: the service restarted with api.ring_deltas: -1).
+- **reconnect storm**: the client process drops all 10,000 connections and
+  redials them all at once, each resuming from its cursor while a light
+  write load continues; time until each has its subscribed message.
+- **JSON vs protobuf**: in-process encode of a representative delta
+  (testing.Benchmark) and its frame size.
+`
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
+}
