@@ -17,12 +17,21 @@ import (
 	"github.com/repstream/repstream/stream/hub"
 )
 
+// writeBuffers is shared by every connection's writes.
+var writeBuffers sync.Pool
+
 // serveWS upgrades GET /v1/stream and runs the session on this goroutine
 // (the reader); a writer goroutine drains the hub queue and a worker
 // goroutine runs subscribes, so a catch-up that waits for the client never
 // stops the reader from answering pings and hellos.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	up := websocket.Upgrader{
+		// Client messages are small; write buffers are borrowed from a
+		// shared pool only while a frame is written, so an idle
+		// connection holds none.
+		ReadBufferSize:    1024,
+		WriteBufferSize:   4096,
+		WriteBufferPool:   &writeBuffers,
 		Subprotocols:      []string{wire.SubprotocolJSON, wire.SubprotocolProto},
 		CheckOrigin:       func(*http.Request) bool { return true }, // refused below with 1008
 		EnableCompression: false,
@@ -72,7 +81,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		grant = g
 	}
 	sess := &session{srv: s, ws: ws, codec: s.codecs[codecIdx], hc: s.hub.Connect(codecIdx),
-		reqs: make(chan wire.ClientMessage, 64)}
+		reqs: make(chan wire.ClientMessage, 4)}
 	s.m.sessions.Inc()
 	defer s.m.sessions.Dec()
 	sess.run(r.Context(), grant)
