@@ -78,6 +78,20 @@ type ApplyStats struct {
 	CommitNs uint64        // total store commit time
 }
 
+// plus adds the counters of o; the last-lag figures are o's when it has any.
+func (s ApplyStats) plus(o ApplyStats) ApplyStats {
+	s.Changes += o.Changes
+	s.Txns += o.Txns
+	s.Deltas += o.Deltas
+	s.Groups += o.Groups
+	s.Skipped += o.Skipped
+	s.CommitNs += o.CommitNs
+	if !o.LastSeen.IsZero() {
+		s.LastLag, s.LastSeen = o.LastLag, o.LastSeen
+	}
+	return s
+}
+
 func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(LSN)) *applier {
 	if cfg.MaxGroupChanges <= 0 {
 		cfg.MaxGroupChanges = 20000

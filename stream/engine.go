@@ -55,7 +55,8 @@ type Engine struct {
 	mu     sync.Mutex
 	reader *cdc.Reader // guarded by mu; nil between sessions
 	meta   Meta        // guarded by mu
-	stats  ApplyStats  // guarded by mu
+	stats  ApplyStats  // guarded by mu: totals over the process's sessions
+	base   ApplyStats  // guarded by mu: totals of the sessions that ended
 	lastHB time.Time   // guarded by mu: commit time of the last heartbeat seen
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
@@ -551,6 +552,10 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 		e.mu.Unlock()
 	})
 	err := e.applyLoop(ctx, ap, events, readErr)
+	e.mu.Lock()
+	e.base = e.base.plus(ap.stats)
+	e.stats = e.base
+	e.mu.Unlock()
 	cancel()
 	<-readDone // applyLoop may have taken the reader's error already
 	if err == nil {
@@ -617,7 +622,7 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 			}
 		}
 		e.mu.Lock()
-		e.stats = ap.stats
+		e.stats = e.base.plus(ap.stats)
 		if !ap.stats.LastSeen.IsZero() {
 			e.lastHB = ap.stats.LastSeen.Add(-ap.stats.LastLag)
 		}
