@@ -156,6 +156,12 @@ func (r *Reader) Run(ctx context.Context, start pglogrepl.LSN, out chan<- Event)
 	r.st.Received = start
 	r.mu.Unlock()
 	defer func() {
+		if ctx.Err() != nil {
+			// A requested stop: report the final confirmed position.
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			r.sendStatus(sctx, false) //nolint:errcheck // best effort on the way out
+			cancel()
+		}
 		r.mu.Lock()
 		r.st.Connected = false
 		r.mu.Unlock()
@@ -174,7 +180,6 @@ func (r *Reader) Run(ctx context.Context, start pglogrepl.LSN, out chan<- Event)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
-				r.sendStatus(context.Background(), false) //nolint:errcheck // best effort on the way out
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {

@@ -46,7 +46,9 @@ type applier struct {
 	keys       map[string][]string // key columns by schema.name
 	bound      map[*cdc.Relation]*binding
 	pub        Publisher
-	onDone     func(LSN) // the position may be confirmed to the slot
+	// onDone hands over a position that may be confirmed to the slot once
+	// the store's WAL is flushed up to wal (0: nothing new to flush).
+	onDone func(pos, wal LSN)
 
 	checkpoint LSN // last committed position
 
@@ -92,7 +94,7 @@ func (s ApplyStats) plus(o ApplyStats) ApplyStats {
 	return s
 }
 
-func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(LSN)) *applier {
+func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Logger, w *writer, rules []*Rule, keys map[string][]string, prior Prior, pub Publisher, checkpoint LSN, onDone func(pos, wal LSN)) *applier {
 	if cfg.MaxGroupChanges <= 0 {
 		cfg.MaxGroupChanges = 20000
 	}
@@ -581,7 +583,7 @@ func (a *applier) commit(ctx context.Context) error {
 		// Nothing to write (idle position): confirm without a store write.
 		if pos > a.checkpoint {
 			a.checkpoint = pos
-			a.onDone(pos)
+			a.onDone(pos, 0)
 		}
 		return nil
 	}
@@ -606,7 +608,8 @@ func (a *applier) commit(ctx context.Context) error {
 	if err := a.w.checkpoint(ctx, pos); err != nil {
 		return err
 	}
-	if err := a.w.commit(ctx); err != nil {
+	wal, err := a.w.commit(ctx)
+	if err != nil {
 		return err
 	}
 	a.stats.Groups++
@@ -616,7 +619,10 @@ func (a *applier) commit(ctx context.Context) error {
 	a.checkpoint = pos
 	txns := a.txns
 	a.resetGroup()
+	// Publishing before the commit is flushed is safe: should Postgres crash
+	// and lose it, the same source transactions fold again into the same
+	// deltas, (subject, lsn, version) and all. Only the slot must wait.
 	a.pub.Publish(pos, txns)
-	a.onDone(pos)
+	a.onDone(pos, wal)
 	return nil
 }

@@ -34,6 +34,10 @@ type EngineConfig struct {
 	Retention time.Duration
 	// StatusInterval is the standby status period (zero: 1s).
 	StatusInterval time.Duration
+	// SynchronousCommit makes every store commit wait for its fsync. Off
+	// (the default), commits return at once and the slot is confirmed only
+	// once the WAL is flushed past them: the same guarantee, less latency.
+	SynchronousCommit bool
 	// Heartbeat is how often a logical message is emitted so the slot
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
@@ -316,7 +320,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL)
+	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.SynchronousCommit)
 	if err != nil {
 		return err
 	}
@@ -476,7 +480,12 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		w.rollback(ctx)
 		return Meta{}, err
 	}
-	if err := w.commit(ctx); err != nil {
+	// The load commits synchronously: replication starts right after it.
+	if _, err := w.tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		w.rollback(ctx)
+		return Meta{}, fmt.Errorf("stream: load: %w", err)
+	}
+	if _, err := w.commit(ctx); err != nil {
 		return Meta{}, err
 	}
 	e.log.Info("snapshot loaded", "epoch", meta.Epoch, "rows", rows, "subjects", len(list),
@@ -524,8 +533,13 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 		e.reader = nil
 		e.mu.Unlock()
 	}()
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The reader outlives a shutdown request until the last group is
+	// durable and confirmed, so its final status update carries it.
+	rctx, rcancel := context.WithCancel(context.Background())
+	defer rcancel()
 	// A deep queue lets decoding run ahead while a group commits.
 	events := make(chan cdc.Event, 65536)
 	readErr := make(chan error, 1)
@@ -533,7 +547,7 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	var readRes error
 	go func() {
 		defer close(readDone)
-		readRes = reader.Run(ctx, meta.Checkpoint, events)
+		readRes = reader.Run(rctx, meta.Checkpoint, events)
 		readErr <- readRes
 	}()
 	var wg sync.WaitGroup
@@ -543,26 +557,50 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	}
 	defer wg.Wait()
 
-	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, func(lsn LSN) {
+	dur := &durable{confirm: func(lsn LSN) {
 		reader.Confirm(lsn)
 		e.mu.Lock()
 		if lsn > e.meta.Checkpoint {
 			e.meta.Checkpoint = lsn
 		}
 		e.mu.Unlock()
-	})
+	}, wake: make(chan struct{}, 1)}
+	wg.Add(1)
+	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
+	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
 	err := e.applyLoop(ctx, ap, events, readErr)
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
 	e.stats = e.base
 	e.mu.Unlock()
+	if parent.Err() != nil && dur.waiting() {
+		e.flushForShutdown(w, dur)
+	}
 	cancel()
+	rcancel()
 	<-readDone // applyLoop may have taken the reader's error already
 	if err == nil {
 		err = readRes
 	}
 	w.rollback(context.Background())
 	return err
+}
+
+// flushForShutdown makes the last groups durable and confirms them before
+// the reader sends its final status: a clean stop leaves the slot exactly
+// at the checkpoint. A synchronous commit flushes all WAL before it.
+func (e *Engine) flushForShutdown(w *writer, d *durable) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := w.conn.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on; UPDATE repstream.meta SET updated_at = now(); COMMIT`)
+	if err != nil {
+		e.log.Warn("could not flush the store on the way out; the slot confirms less, and the rest is applied again next time", "err", err)
+		return
+	}
+	var flush LSN
+	if err := w.conn.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err == nil {
+		d.flushed(flush)
+	}
 }
 
 func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, readErr <-chan error) error {
@@ -637,6 +675,81 @@ type readerStopped struct{ err error }
 
 func (r readerStopped) Error() string { return r.err.Error() }
 func (r readerStopped) Unwrap() error { return r.err }
+
+// durable holds positions until the store's commits behind them are
+// flushed: only then may the slot be confirmed past them.
+type durable struct {
+	confirm func(LSN)
+	wake    chan struct{}
+	mu      sync.Mutex
+	pending []pendingPos // guarded by mu; in commit order
+}
+
+type pendingPos struct{ pos, wal LSN }
+
+// add queues pos, durable once the server has flushed its WAL up to wal
+// (0: nothing of its own to flush, only what was queued before it).
+func (d *durable) add(pos, wal LSN) {
+	d.mu.Lock()
+	if len(d.pending) == 0 && wal == 0 {
+		d.mu.Unlock()
+		d.confirm(pos)
+		return
+	}
+	d.pending = append(d.pending, pendingPos{pos, wal})
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// flushed confirms every queued position whose commit is now durable.
+func (d *durable) flushed(flush LSN) {
+	d.mu.Lock()
+	var last LSN
+	n := 0
+	for _, p := range d.pending {
+		if p.wal > flush {
+			break
+		}
+		last = p.pos
+		n++
+	}
+	d.pending = d.pending[n:]
+	d.mu.Unlock()
+	if n > 0 {
+		d.confirm(last)
+	}
+}
+
+func (d *durable) waiting() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.pending) > 0
+}
+
+// flushLoop polls the server's WAL flush position while positions wait.
+func (e *Engine) flushLoop(ctx context.Context, d *durable) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-t.C:
+		}
+		if !d.waiting() {
+			continue
+		}
+		var flush LSN
+		if err := e.pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
+			continue // the session is ending, or will
+		}
+		d.flushed(flush)
+	}
+}
 
 // HeartbeatPrefix is the prefix of repstream's heartbeat logical messages.
 const HeartbeatPrefix = "repstream.heartbeat"

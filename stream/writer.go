@@ -15,6 +15,7 @@ type writer struct {
 	conn    *pgx.Conn
 	tx      pgx.Tx // the open group, nil between groups
 	commits int
+	async   bool // synchronous_commit is off: commit returns the WAL position to wait for
 }
 
 type rowKey struct {
@@ -22,7 +23,7 @@ type rowKey struct {
 	key    string
 }
 
-func newWriter(ctx context.Context, databaseURL string) (*writer, error) {
+func newWriter(ctx context.Context, databaseURL string, syncCommit bool) (*writer, error) {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("stream: database_url: %w", err)
@@ -40,7 +41,16 @@ CREATE TEMP TABLE IF NOT EXISTS subjects_stage (LIKE repstream.subjects);`)
 		conn.Close(ctx)
 		return nil, fmt.Errorf("stream: prepare store writer: %w", err)
 	}
-	return &writer{conn: conn}, nil
+	w := &writer{conn: conn, async: !syncCommit}
+	if w.async {
+		// A commit need not wait for its fsync: the slot is confirmed only
+		// once the WAL is flushed past it (see Engine.durable).
+		if _, err := conn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
+			conn.Close(ctx)
+			return nil, fmt.Errorf("stream: prepare store writer: %w", err)
+		}
+	}
+	return w, nil
 }
 
 func (w *writer) close(ctx context.Context) {
@@ -70,9 +80,12 @@ func (w *writer) rollback(ctx context.Context) {
 	}
 }
 
-func (w *writer) commit(ctx context.Context) error {
+// commit commits the group. With synchronous_commit off it returns a WAL
+// position at or past the commit record: the group is durable once the
+// server's flush position reaches it. Otherwise it returns 0.
+func (w *writer) commit(ctx context.Context) (LSN, error) {
 	if w.tx == nil {
-		return nil
+		return 0, nil
 	}
 	// The staging tables are emptied with DELETE (a TRUNCATE per group costs
 	// a new file and catalog writes); temp tables are never vacuumed, so
@@ -82,15 +95,22 @@ func (w *writer) commit(ctx context.Context) error {
 		if _, err := w.tx.Exec(ctx, `TRUNCATE rows_stage, subjects_stage`); err != nil {
 			w.tx.Rollback(ctx) //nolint:errcheck
 			w.tx = nil
-			return fmt.Errorf("stream: empty staging tables: %w", err)
+			return 0, fmt.Errorf("stream: empty staging tables: %w", err)
 		}
 	}
 	err := w.tx.Commit(ctx)
 	w.tx = nil
 	if err != nil {
-		return fmt.Errorf("stream: commit group: %w", err)
+		return 0, fmt.Errorf("stream: commit group: %w", err)
 	}
-	return nil
+	if !w.async {
+		return 0, nil
+	}
+	var wal LSN
+	if err := w.conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()`).Scan(&wal); err != nil {
+		return 0, fmt.Errorf("stream: read the commit's WAL position: %w", err)
+	}
+	return wal, nil
 }
 
 // fetchRows reads shadow rows for keys; missing keys are absent from the map.

@@ -22,7 +22,7 @@ func BenchmarkStoreWriteGroup(b *testing.B) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	w, err := newWriter(ctx, url)
+	w, err := newWriter(ctx, url, false)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func BenchmarkStoreWriteGroup(b *testing.B) {
 				if err := w.checkpoint(ctx, LSN(seq)); err != nil {
 					b.Fatal(err)
 				}
-				if err := w.commit(ctx); err != nil {
+				if _, err := w.commit(ctx); err != nil {
 					b.Fatal(err)
 				}
 				t4 := time.Now()
