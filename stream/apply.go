@@ -56,16 +56,18 @@ type applier struct {
 	stateCache map[string]State     // states as the open group sees them
 
 	// the open group
-	dirty      map[rowKey]shadowRow
-	changed    map[string]State // the group's new states, by subject
-	txns       []Txn
-	pending    []*txnAcc // completed transactions not yet folded into states
-	cur        *txnAcc   // the open source transaction
-	skip       bool      // the open source transaction was applied before
-	groupStart time.Time
-	groupRows  int
-	groupPos   LSN // position the group's commit records
-	stats      ApplyStats
+	dirty       map[rowKey]shadowRow
+	changed     map[string]State // the group's new states, by subject
+	txns        []Txn
+	pending     []*txnAcc // completed transactions not yet folded into states
+	cur         *txnAcc   // the open source transaction
+	skip        bool      // the open source transaction was applied before
+	groupStart  time.Time
+	groupRows   int
+	groupTxns   uint64
+	groupDeltas uint64
+	groupPos    LSN // position the group's commit records
+	stats       ApplyStats
 }
 
 // ApplyStats counts what the applier did, for metrics.
@@ -122,7 +124,7 @@ func (a *applier) resetGroup() {
 	a.changed = map[string]State{}
 	a.txns = nil
 	a.pending = nil
-	a.groupRows = 0
+	a.groupRows, a.groupTxns, a.groupDeltas = 0, 0, 0
 	a.groupPos = 0
 }
 
@@ -353,7 +355,7 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
 			if ev.EndLSN > a.groupPos {
 				a.groupPos = ev.EndLSN
 			}
-			a.stats.Txns++
+			a.groupTxns++
 			a.stats.LastLag = time.Since(ev.Time)
 			a.stats.LastSeen = time.Now()
 		}
@@ -399,7 +401,6 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
 			return err
 		}
 		a.groupRows++
-		a.stats.Changes++
 		return a.row(ctx, ev, b)
 	}
 	return nil
@@ -554,7 +555,7 @@ func (a *applier) foldPending(ctx context.Context) error {
 		}
 		if len(txn.Deltas) > 0 {
 			a.txns = append(a.txns, txn)
-			a.stats.Deltas += uint64(len(txn.Deltas))
+			a.groupDeltas += uint64(len(txn.Deltas))
 		}
 	}
 	a.pending = nil
@@ -612,7 +613,12 @@ func (a *applier) commit(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Counted once durable in the store: a group lost to an error is read
+	// again and must not count twice.
 	a.stats.Groups++
+	a.stats.Changes += uint64(a.groupRows)
+	a.stats.Txns += a.groupTxns
+	a.stats.Deltas += a.groupDeltas
 	took := time.Since(start)
 	a.stats.CommitNs += uint64(took)
 	a.commitTime.Observe(took.Seconds())

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/streamtest"
@@ -76,12 +74,7 @@ func startEngine(t *testing.T, url, name string, pub stream.Publisher) (*stream.
 
 func TestEngineFoldsEveryKindOfChange(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	// Pre-existing rows come from the snapshot.
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating, status) SELECT i % 5, 1 + i % 5, CASE WHEN i % 7 = 0 THEN 'hidden' ELSE 'published' END FROM generate_series(1, 200) i`)
@@ -145,11 +138,7 @@ func TestEngineFoldsEveryKindOfChange(t *testing.T) {
 func TestEngineRefusesWhatCannotWork(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, `CREATE TABLE nokey (seller_id int, rating int); CREATE TABLE reviews (id int PRIMARY KEY, seller_id int, rating int)`)
 	cases := []struct {
 		src  stream.Source
@@ -183,11 +172,7 @@ func TestEngineRefusesWhatCannotWork(t *testing.T) {
 func TestTinyCachesStayExact(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	if err := streamtest.Seed(ctx, conn, 3000, 300); err != nil {
 		t.Fatal(err)
@@ -235,12 +220,7 @@ COMMIT`)
 // the engine streams: Postgres re-sends the Relation and decoding goes on.
 func TestSchemaChangesMidStream(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	e, stop := startEngine(t, url, name, &recorder{})
 	defer stop()
@@ -264,11 +244,7 @@ func TestSchemaChangesMidStream(t *testing.T) {
 func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	_, stopA := startEngine(t, url, name, &recorder{})
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)

@@ -18,11 +18,7 @@ import (
 func TestFirstStartWhileWriting(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	if err := streamtest.Seed(ctx, conn, 20000, 2000); err != nil {
 		t.Fatal(err)

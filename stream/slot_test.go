@@ -17,11 +17,7 @@ import (
 func TestSlotAdvancesWhileSourcesIdle(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema+`CREATE TABLE noise (id serial PRIMARY KEY, payload text);`)
 	_, stop := startEngine(t, url, name, &recorder{})
 	defer stop()

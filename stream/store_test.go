@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/streamtest"
@@ -18,11 +16,7 @@ import (
 func TestPruneRaisesLogStart(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	e, stop := startEngine(t, url, name, &recorder{})
 	defer stop()

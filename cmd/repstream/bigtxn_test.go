@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream/streamtest"
 )
@@ -48,11 +46,7 @@ func TestMillionRowTransaction(t *testing.T) {
 	}
 	dbURL, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, dbURL)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating, status, body)
 SELECT i % 1000, 1 + i % 5, 'published', 'a review body that serve never needs to read' FROM generate_series(1, $1::int) i`, rows)

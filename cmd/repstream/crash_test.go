@@ -38,11 +38,7 @@ func TestKill9Converges(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(seed, 1))
 	dbURL, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
+	conn := streamtest.Connect(t, dbURL)
 	streamtest.Exec(t, conn, streamtest.Schema)
 	if err := streamtest.Seed(ctx, conn, 3000, 500); err != nil {
 		t.Fatal(err)
@@ -106,7 +102,7 @@ func TestKill9Converges(t *testing.T) {
 	}
 	// After a clean stop the slot has confirmed the checkpoint.
 	var checkpoint, confirmed string
-	err = conn.QueryRow(ctx, `SELECT m.checkpoint_lsn::text, s.confirmed_flush_lsn::text FROM repstream.meta m, pg_replication_slots s WHERE s.slot_name = $1`, name).Scan(&checkpoint, &confirmed)
+	err := conn.QueryRow(ctx, `SELECT m.checkpoint_lsn::text, s.confirmed_flush_lsn::text FROM repstream.meta m, pg_replication_slots s WHERE s.slot_name = $1`, name).Scan(&checkpoint, &confirmed)
 	if err != nil {
 		t.Fatal(err)
 	}

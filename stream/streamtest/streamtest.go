@@ -284,3 +284,14 @@ WHERE d.version <> s.version OR d.count <> s.count OR d.sum_micro <> s.sum_micro
 		t.Fatalf("last delta differs from state for: %s", bad)
 	}
 }
+
+// Connect opens a connection for the test and closes it when the test ends.
+func Connect(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
