@@ -34,10 +34,12 @@ type EngineConfig struct {
 	Retention time.Duration
 	// StatusInterval is the standby status period (zero: 1s).
 	StatusInterval time.Duration
-	// SynchronousCommit makes every store commit wait for its fsync. Off
-	// (the default), commits return at once and the slot is confirmed only
-	// once the WAL is flushed past them: the same guarantee, less latency.
-	SynchronousCommit bool
+	// AsyncCommit lets store commits return before their fsync; the slot is
+	// then confirmed only once the WAL is flushed past them, so the
+	// guarantee holds. Off (the default), each commit waits for its fsync,
+	// which also batches transactions into fewer, larger groups: measured
+	// here, that costs less CPU and gives lower latency on a loaded machine.
+	AsyncCommit bool
 	// Heartbeat is how often a logical message is emitted so the slot
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
@@ -320,7 +322,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.SynchronousCommit)
+	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.AsyncCommit)
 	if err != nil {
 		return err
 	}

@@ -37,15 +37,19 @@ func (r *recorder) Reset(m stream.Meta) {
 	r.resets = append(r.resets, m)
 }
 
-func startEngine(t *testing.T, url, name string, pub stream.Publisher) (*stream.Engine, func()) {
+func startEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...func(*stream.EngineConfig)) (*stream.Engine, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	e, err := stream.NewEngine(ctx, stream.EngineConfig{
+	cfg := stream.EngineConfig{
 		DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
 		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
 		Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}, pub)
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := stream.NewEngine(ctx, cfg, pub)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,14 @@ package stream_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/repstream/repstream/cdc/localpg"
+	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/streamtest"
 )
 
@@ -57,8 +59,16 @@ func TestSlotAdvancesWhileSourcesIdle(t *testing.T) {
 }
 
 // TestPostgresRestartMidStream restarts (and crash-stops) Postgres while a
-// workload runs; the engine reconnects by itself and converges.
+// workload runs; the engine reconnects by itself and converges, with store
+// commits waiting for their fsync and with async commits (a crash then
+// loses recent groups, which fold again into the same deltas).
 func TestPostgresRestartMidStream(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		t.Run(fmt.Sprintf("async_commit=%v", async), func(t *testing.T) { restartMidStream(t, async) })
+	}
+}
+
+func restartMidStream(t *testing.T, async bool) {
 	c := localpg.TestCluster()
 	if c == nil {
 		t.Skip("needs the throwaway cluster (REPSTREAM_TEST_DATABASE_URL is set)")
@@ -73,7 +83,7 @@ func TestPostgresRestartMidStream(t *testing.T) {
 	if err := streamtest.Seed(ctx, conn, 500, 100); err != nil {
 		t.Fatal(err)
 	}
-	e, stop := startEngine(t, url, name, &recorder{})
+	e, stop := startEngine(t, url, name, &recorder{}, func(c *stream.EngineConfig) { c.AsyncCommit = async })
 	defer stop()
 	wl := streamtest.NewWorkload(7)
 	for round, how := range []string{"restart", "crash"} {

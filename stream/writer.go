@@ -23,7 +23,7 @@ type rowKey struct {
 	key    string
 }
 
-func newWriter(ctx context.Context, databaseURL string, syncCommit bool) (*writer, error) {
+func newWriter(ctx context.Context, databaseURL string, async bool) (*writer, error) {
 	cfg, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("stream: database_url: %w", err)
@@ -41,7 +41,7 @@ CREATE TEMP TABLE IF NOT EXISTS subjects_stage (LIKE repstream.subjects);`)
 		conn.Close(ctx)
 		return nil, fmt.Errorf("stream: prepare store writer: %w", err)
 	}
-	w := &writer{conn: conn, async: !syncCommit}
+	w := &writer{conn: conn, async: async}
 	if w.async {
 		// A commit need not wait for its fsync: the slot is confirmed only
 		// once the WAL is flushed past it (see Engine.durable).

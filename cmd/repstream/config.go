@@ -32,7 +32,7 @@ type Config struct {
 	Reputation        stream.Prior    `yaml:"reputation"`
 	Retention         time.Duration   `yaml:"retention"`
 	Heartbeat         time.Duration   `yaml:"heartbeat"`
-	SynchronousCommit bool            `yaml:"synchronous_commit"`
+	AsyncCommit       bool            `yaml:"async_commit"`
 	Log               LogConfig       `yaml:"log"`
 	Auth              api.AuthConfig  `yaml:"auth"`
 	API               api.Config      `yaml:"api"`
@@ -197,6 +197,6 @@ func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 	return stream.EngineConfig{
 		DatabaseURL: c.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
-		SynchronousCommit: c.SynchronousCommit,
+		AsyncCommit: c.AsyncCommit,
 	}
 }
