@@ -260,7 +260,7 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 			}
 			n += len(g.items)
 		}
-		return Result{Mode: ModeReplay, LSN: H, Sent: n}, h.release(s, H)
+		return Result{Mode: ModeReplay, LSN: H, Sent: n}, h.release(ctx, s, H)
 	}
 	m, err := h.log.Meta(ctx)
 	if err != nil {
@@ -281,7 +281,7 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{Mode: ModeReplay, LSN: H, Sent: n}, h.release(s, H)
+	return Result{Mode: ModeReplay, LSN: H, Sent: n}, h.release(ctx, s, H)
 }
 
 // replayLog sends the selected deltas with since < lsn <= upto from the
@@ -354,23 +354,37 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		}
 		H = h0
 	}
-	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: len(states)}, h.release(s, H)
+	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: len(states)}, h.release(ctx, s, H)
 }
 
 // release ends catch-up: buffered deltas above H are sent, one frame per
-// transaction, and s goes live.
-func (h *Hub) release(s *sub, H stream.LSN) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return ErrClosed
-	}
+// transaction, and s goes live. Like the replay it paces itself by the
+// client: it takes the buffer and sends it without holding s.mu, so Publish
+// keeps buffering (up to CatchupBuffer) instead of a burst overflowing the
+// queue, and goes live only once the buffer is empty.
+func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 	c := s.conn
-	for _, g := range s.buf {
-		if g.lsn() > H && !c.Enqueue(h.frameOf(g.t, g.items, c.codec)) {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
 			return ErrClosed
 		}
+		gs := s.buf
+		if len(gs) == 0 {
+			s.buf, s.bufDeltas, s.catchingUp, s.floor = nil, 0, false, H
+			s.mu.Unlock()
+			return nil
+		}
+		s.buf, s.bufDeltas = nil, 0
+		s.mu.Unlock()
+		for _, g := range gs {
+			if g.lsn() <= H {
+				continue
+			}
+			if err := c.enqueueWait(ctx, h.frameOf(g.t, g.items, c.codec)); err != nil {
+				return err
+			}
+		}
 	}
-	s.buf, s.bufDeltas, s.catchingUp, s.floor = nil, 0, false, H
-	return nil
 }

@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/repstream/repstream/stream"
@@ -48,6 +49,7 @@ func (l *lazyBytes) get(f func() []byte) []byte {
 // subscriber and every replay that reads it.
 type item struct {
 	d   stream.Delta
+	at  int // index in its txn's items (0 outside a published txn)
 	enc [maxCodecs]lazyBytes
 }
 
@@ -69,9 +71,16 @@ type txn struct {
 func newTxn(t stream.Txn) *txn {
 	x := &txn{lsn: t.LSN, items: make([]*item, len(t.Deltas))}
 	for i := range t.Deltas {
-		x.items[i] = &item{d: t.Deltas[i]}
+		x.items[i] = &item{d: t.Deltas[i], at: i}
 	}
 	return x
+}
+
+// order sorts items, all of t, into t's order and drops repeats (a subject
+// two subscriptions of one connection select is sent once per frame).
+func (t *txn) order(items []*item) []*item {
+	slices.SortFunc(items, func(a, b *item) int { return a.at - b.at })
+	return slices.Compact(items)
 }
 
 // frameOf encodes items, all of one transaction, as one frame. When items is

@@ -48,6 +48,8 @@ type Hub struct {
 	// never overtakes a transaction at or below its LSN.
 	pubMu   sync.Mutex
 	scratch map[*Conn][]*item // guarded by pubMu
+	owed    map[*sub][]*item  // guarded by pubMu; one transaction's items per subscription
+	owedBy  []*sub            // guarded by pubMu; keys of owed, in first-match order
 	epochMu sync.RWMutex
 	epoch   string // guarded by epochMu
 	ready   bool   // guarded by epochMu
@@ -81,6 +83,7 @@ func New(o Options) *Hub {
 		cfg:     o.Config.withDefaults(),
 		logger:  o.Logger,
 		scratch: make(map[*Conn][]*item),
+		owed:    make(map[*sub][]*item),
 		conns:   make(map[*Conn]struct{}),
 	}
 	h.m = newMetrics(o.Registerer)
@@ -201,13 +204,32 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 	var matched []*sub
 	for _, t := range ts {
 		h.m.txns.Inc()
+		// Gather every item of t each subscription selects, then hand
+		// each subscription its share under one hold of its lock: a
+		// release (end of catch-up) or a throttled flush running
+		// concurrently sees all of the transaction or none of it, so it
+		// never leaves in two frames (a client cursor between them would
+		// skip the rest of the transaction).
 		for _, it := range t.items {
 			matched = h.lookup(matched[:0], it.d.Subject)
 			for _, s := range matched {
-				h.route(s, t, it)
+				items, ok := h.owed[s]
+				if !ok {
+					h.owedBy = append(h.owedBy, s)
+				}
+				h.owed[s] = appendOnce(items, it)
 			}
 		}
+		for i, s := range h.owedBy {
+			h.route(s, t, h.owed[s])
+			delete(h.owed, s)
+			h.owedBy[i] = nil
+		}
+		h.owedBy = h.owedBy[:0]
 		for c, items := range h.scratch {
+			if len(items) > 1 {
+				items = t.order(items)
+			}
 			c.Enqueue(h.frameOf(t, items, c.codec))
 			delete(h.scratch, c)
 		}
@@ -225,33 +247,38 @@ func (h *Hub) lookup(dst []*sub, subject string) []*sub {
 	return h.prefixes.appendMatches(dst, subject)
 }
 
-// route hands one delta to one subscription: buffered while it catches up,
-// coalesced when throttled, else owed to its connection in this
-// transaction's frame. Called with pubMu held.
-func (h *Hub) route(s *sub, t *txn, it *item) {
+// route hands a subscription its share of one transaction (items, in
+// transaction order): buffered while it catches up, coalesced when
+// throttled, else owed to its connection in this transaction's frame. The
+// whole share is handled under one hold of s.mu. Called with pubMu held.
+func (h *Hub) route(s *sub, t *txn, items []*item) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed || (!s.catchingUp && it.d.LSN <= s.floor) {
-		// A delta at or below H reached a subscription that already went
-		// live: it was in the replay or snapshot.
+	if s.closed || (!s.catchingUp && t.lsn <= s.floor) {
+		// A transaction at or below H reached a subscription that already
+		// went live: it was in the replay or snapshot.
 		return
 	}
 	switch {
 	case s.catchingUp:
 		if n := len(s.buf); n > 0 && s.buf[n-1].t == t {
-			s.buf[n-1].items = appendOnce(s.buf[n-1].items, it)
+			for _, it := range items {
+				s.buf[n-1].items = appendOnce(s.buf[n-1].items, it)
+			}
 		} else {
-			s.buf = append(s.buf, group{t: t, items: []*item{it}})
+			s.buf = append(s.buf, group{t: t, items: items})
 		}
-		s.bufDeltas++
+		s.bufDeltas += len(items)
 		if s.bufDeltas > h.cfg.CatchupBuffer {
 			h.m.slow.Inc()
 			s.conn.Close(CloseSlowConsumer, "slow consumer: catch-up buffer overflow")
 		}
 	case s.throttle > 0:
-		h.coalesceLocked(s, it)
+		for _, it := range items {
+			h.coalesceLocked(s, it)
+		}
 	default:
-		h.scratch[s.conn] = appendOnce(h.scratch[s.conn], it)
+		h.scratch[s.conn] = append(h.scratch[s.conn], items...)
 	}
 }
 

@@ -592,3 +592,29 @@ func TestEpochChangeClosesConnections(t *testing.T) {
 		t.Fatalf("epoch %s head %s", r.h.Epoch(), r.h.Head())
 	}
 }
+
+// TestReplayFromLoadCursor resumes from the cursor of a snapshot taken
+// before the first transaction (the load's position, head-1): the log
+// still holds every delta above it, so it is a replay, not a reset.
+func TestReplayFromLoadCursor(t *testing.T) {
+	r := newRig(t, hub.Config{RingDeltas: -1})
+	ctx := context.Background()
+	c := r.h.Connect(0)
+	res, err := c.Subscribe(ctx, hub.Request{Sel: stream.Selector{Prefix: "seller:"}})
+	r.h.Disconnect(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.write(hub.Op{Subject: "seller:1", Score: 5e6})
+	r.write(hub.Op{Subject: "seller:2", Score: 5e6})
+	c = r.h.Connect(0)
+	defer r.h.Disconnect(c)
+	since := res.LSN
+	res, err = c.Subscribe(ctx, hub.Request{Sel: stream.Selector{Prefix: "seller:"}, Since: &since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != hub.ModeReplay || res.Reset || res.Sent != 2 {
+		t.Fatalf("resume from %s: %+v, want a replay of 2 deltas", since, res)
+	}
+}

@@ -29,11 +29,13 @@ type MemLog struct {
 
 var _ stream.Log = (*MemLog)(nil)
 
-// NewMemLog returns an empty log of epoch whose head and log start are at.
+// NewMemLog returns an empty log of epoch whose head is at. As after the
+// engine's snapshot load, the log starts at Position(at): the first commit
+// LSN may equal at, so the load's own cursor, at-1, is still retained.
 func NewMemLog(epoch string, at stream.LSN) *MemLog {
 	return &MemLog{
 		Prior:  stream.Prior{Mean: 3.5, Weight: 10},
-		meta:   stream.Meta{Epoch: epoch, Slot: "mem", Checkpoint: at, LogFrom: at, LoadedAt: time.Now()},
+		meta:   stream.Meta{Epoch: epoch, Slot: "mem", Checkpoint: at, LogFrom: Position(at), LoadedAt: time.Now()},
 		states: make(map[string]stream.State),
 		rows:   make(map[string][]stream.Micro),
 	}
