@@ -63,7 +63,6 @@ type Engine struct {
 	meta   Meta        // guarded by mu
 	stats  ApplyStats  // guarded by mu: totals over the process's sessions
 	base   ApplyStats  // guarded by mu: totals of the sessions that ended
-	lastHB time.Time   // guarded by mu: commit time of the last heartbeat seen
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
@@ -152,11 +151,11 @@ func (e *Engine) Status() EngineStatus {
 	}
 	// Lag is the commit → apply delay of the last transaction or heartbeat
 	// applied; while behind, it grows with the time since that one.
-	if !e.lastHB.IsZero() {
+	if st := e.stats; !st.LastSeen.IsZero() {
 		if s.Reader.CaughtUp && s.Reader.Connected {
-			s.LagTime = e.stats.LastLag
+			s.LagTime = st.LastLag
 		} else {
-			s.LagTime = time.Since(e.lastHB)
+			s.LagTime = time.Since(st.LastSeen) + st.LastLag // since that commit
 		}
 	}
 	return s
@@ -663,9 +662,6 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		}
 		e.mu.Lock()
 		e.stats = e.base.plus(ap.stats)
-		if !ap.stats.LastSeen.IsZero() {
-			e.lastHB = ap.stats.LastSeen.Add(-ap.stats.LastLag)
-		}
 		e.mu.Unlock()
 		if !more && ap.cur == nil && ap.w.tx == nil {
 			e.ready.Store(true)

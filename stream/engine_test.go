@@ -144,17 +144,20 @@ func TestEngineRefusesWhatCannotWork(t *testing.T) {
 	ctx := context.Background()
 	conn := streamtest.Connect(t, url)
 	streamtest.Exec(t, conn, `CREATE TABLE nokey (seller_id int, rating int); CREATE TABLE reviews (id int PRIMARY KEY, seller_id int, rating int)`)
+	good := stream.Source{Table: "reviews", Subject: "s:{seller_id}", Score: "rating", Scale: []float64{1, 5}}
 	cases := []struct {
-		src  stream.Source
-		want string
+		src      stream.Source
+		noPubDDL bool // the publication is missing and may not be created
+		want     string
 	}{
-		{stream.Source{Table: "public.missing", Subject: "s:{a}", Score: "b", Scale: []float64{1, 5}}, "sources[0].table: table public.missing does not exist"},
-		{stream.Source{Table: "nokey", Subject: "s:{seller_id}", Score: "rating", Scale: []float64{1, 5}}, "sources[0].table: table public.nokey has no primary key"},
-		{stream.Source{Table: "reviews", Subject: "s:{seller}", Score: "rating", Scale: []float64{1, 5}}, `sources[0]: column "seller" does not exist`},
+		{stream.Source{Table: "public.missing", Subject: "s:{a}", Score: "b", Scale: []float64{1, 5}}, false, "sources[0].table: table public.missing does not exist"},
+		{stream.Source{Table: "nokey", Subject: "s:{seller_id}", Score: "rating", Scale: []float64{1, 5}}, false, "sources[0].table: table public.nokey has no primary key"},
+		{stream.Source{Table: "reviews", Subject: "s:{seller}", Score: "rating", Scale: []float64{1, 5}}, false, `sources[0]: column "seller" does not exist`},
+		{good, true, `it does not exist. Fix (as the publication's owner): CREATE PUBLICATION "` + name + `" FOR TABLE "public"."reviews" ("id", "rating", "seller_id")`},
 	}
 	for _, c := range cases {
 		e, err := stream.NewEngine(ctx, stream.EngineConfig{DatabaseURL: url, Slot: name, Publication: name,
-			CreatePublication: true, Sources: []stream.Source{c.src},
+			CreatePublication: !c.noPubDDL, Sources: []stream.Source{c.src},
 			Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))}, &recorder{})
 		if err != nil {
 			t.Fatal(err)

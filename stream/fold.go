@@ -98,19 +98,13 @@ func Fold(prev State, subject string, count int64, sum Micro, hist []int64, lsn 
 		Change: Change{
 			Count: count,
 			Sum:   sum,
-			Mean:  next.Mean - prev.Mean,
-			Bayes: next.Bayes - prevBayes(prev, p),
+			// Derived from prev's figures, not its stored mean and bayes, so
+			// a new subject (zero state) needs no special case.
+			Mean:  next.Mean - mean(prev.Count, prev.Sum),
+			Bayes: next.Bayes - p.Bayes(prev.Count, prev.Sum),
 		},
 		Coalesced: 1,
 	}
-}
-
-// prevBayes is the Bayesian score of prev, the prior's mean for a new subject.
-func prevBayes(prev State, p Prior) float64 {
-	if prev.Version == 0 {
-		return p.Bayes(0, 0)
-	}
-	return prev.Bayes
 }
 
 func mean(count int64, sum Micro) float64 {

@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -317,5 +316,3 @@ func (w *writer) copyRows(ctx context.Context, next func() ([]any, error)) (int6
 	}
 	return n, nil
 }
-
-var _ = time.Now
