@@ -149,11 +149,12 @@ func scanDelta(row pgx.Row) (Delta, error) {
 // A limit never splits a transaction.
 func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit int) ([]Delta, error) {
 	args := []any{since, upto}
-	q := `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + selWhere(sel, &args)
+	where := selWhere(sel, &args)
+	q := `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + where
 	if limit > 0 {
 		// Cut at a transaction boundary: take whole LSNs up to the limit-th row.
 		q = `WITH d AS (` + q + ` ORDER BY lsn, subject LIMIT ` + fmt.Sprint(limit) + `)
-SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= coalesce((SELECT max(lsn) FROM d), $1) AND ` + selWhere(sel, &args)
+SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= coalesce((SELECT max(lsn) FROM d), $1) AND ` + where
 	}
 	q += ` ORDER BY lsn, subject`
 	rows, err := s.pool.Query(ctx, q, args...)

@@ -64,3 +64,36 @@ func TestPruneRaisesLogStart(t *testing.T) {
 		t.Fatalf("after pruning: %d deltas starting %+v, want 4 starting at %s v7", len(left), left, all[6])
 	}
 }
+
+// TestDeltasLimitKeepsTransactionsWhole: a page limit that falls inside a
+// transaction is widened to its end, so a page never splits one.
+func TestDeltasLimitKeepsTransactionsWhole(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	e, stop := startEngine(t, url, name, &recorder{})
+	defer stop()
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5), (2, 4), (3, 3)`)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	m, err := e.Store().Meta(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel := stream.Selector{Prefix: "seller:"}
+	page, err := e.Store().Deltas(ctx, sel, m.LogFrom, m.Checkpoint, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 3 || page[0].LSN != page[2].LSN {
+		t.Fatalf("limit 1 returned %d deltas (%+v); want the whole first transaction of 3", len(page), page)
+	}
+	rest, err := e.Store().Deltas(ctx, sel, page[0].LSN, m.Checkpoint, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) != 1 || rest[0].Subject != "seller:1" || rest[0].Version != 2 {
+		t.Fatalf("second page %+v; want seller:1 v2 alone", rest)
+	}
+}
