@@ -10,7 +10,6 @@ package hub
 
 import (
 	"context"
-	"hash/fnv"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -50,6 +49,7 @@ type Hub struct {
 	scratch map[*Conn][]*item // guarded by pubMu
 	owed    map[*sub][]*item  // guarded by pubMu; one transaction's items per subscription
 	owedBy  []*sub            // guarded by pubMu; keys of owed, in first-match order
+	matched []*sub            // guarded by pubMu; lookup's scratch
 	epochMu sync.RWMutex
 	epoch   string // guarded by epochMu
 	ready   bool   // guarded by epochMu
@@ -112,10 +112,17 @@ func Position(head stream.LSN) stream.LSN {
 // Config returns the configuration in force, defaults filled in.
 func (h *Hub) Config() Config { return h.cfg }
 
+// shardOf picks subject's shard by its FNV-1a hash, computed inline: it runs
+// for every delta published, and hash/fnv would allocate a hasher and a copy
+// of the subject each time.
 func (h *Hub) shardOf(subject string) *shard {
-	f := fnv.New32a()
-	f.Write([]byte(subject))
-	return &h.shards[f.Sum32()%uint32(len(h.shards))]
+	const offset32, prime32 = 2166136261, 16777619
+	x := uint32(offset32)
+	for i := 0; i < len(subject); i++ {
+		x ^= uint32(subject[i])
+		x *= prime32
+	}
+	return &h.shards[x%uint32(len(h.shards))]
 }
 
 // Head returns the hub's position: every delta at or below it has been fanned
@@ -201,7 +208,7 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
 
-	var matched []*sub
+	matched := h.matched
 	for _, t := range ts {
 		h.m.txns.Inc()
 		// Gather every item of t each subscription selects, then hand
@@ -234,6 +241,8 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 			delete(h.scratch, c)
 		}
 	}
+	clear(matched[:cap(matched)]) // drop references to subscriptions
+	h.matched = matched[:0]
 }
 
 // lookup appends the subscriptions selecting subject.
@@ -261,13 +270,9 @@ func (h *Hub) route(s *sub, t *txn, items []*item) {
 	}
 	switch {
 	case s.catchingUp:
-		if n := len(s.buf); n > 0 && s.buf[n-1].t == t {
-			for _, it := range items {
-				s.buf[n-1].items = appendOnce(s.buf[n-1].items, it)
-			}
-		} else {
-			s.buf = append(s.buf, group{t: t, items: items})
-		}
+		// Publish routes each transaction to a subscription once, so
+		// this is always a new group.
+		s.buf = append(s.buf, group{t: t, items: items})
 		s.bufDeltas += len(items)
 		if s.bufDeltas > h.cfg.CatchupBuffer {
 			h.m.slow.Inc()
@@ -335,15 +340,21 @@ func (h *Hub) Disconnect(c *Conn) {
 // CloseAll closes every connection with code and reason; their sessions see
 // Done and close the sockets.
 func (h *Hub) CloseAll(code int, reason string) {
+	for _, c := range h.connList() {
+		c.Close(code, reason)
+	}
+}
+
+// connList returns the connected clients, so they can be acted on without
+// holding connMu.
+func (h *Hub) connList() []*Conn {
 	h.connMu.RLock()
+	defer h.connMu.RUnlock()
 	cs := make([]*Conn, 0, len(h.conns))
 	for c := range h.conns {
 		cs = append(cs, c)
 	}
-	h.connMu.RUnlock()
-	for _, c := range cs {
-		c.Close(code, reason)
-	}
+	return cs
 }
 
 // Connections returns the number of connected clients.
@@ -384,13 +395,7 @@ func (h *Hub) tick(now time.Time) {
 	}
 	head := h.Head()
 	var frames [maxCodecs][]byte
-	h.connMu.RLock()
-	cs := make([]*Conn, 0, len(h.conns))
-	for c := range h.conns {
-		cs = append(cs, c)
-	}
-	h.connMu.RUnlock()
-	for _, c := range cs {
+	for _, c := range h.connList() {
 		if !c.idle(now) {
 			continue
 		}

@@ -1,6 +1,9 @@
 package hub
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
 
 type metrics struct {
 	conns    prometheus.Gauge
@@ -15,31 +18,29 @@ type metrics struct {
 	busGaps  prometheus.Counter
 }
 
+// newMetrics creates the hub's metrics, registered with reg unless it is nil.
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		conns: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "connections", Help: "Connections registered with the hub."}),
-		subs: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "subscriptions", Help: "Active subscriptions."}),
-		txns: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "transactions_total", Help: "Source transactions fanned out."}),
-		enqueued: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "frames_queued_total", Help: "Frames queued to connections."}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "frames_dropped_total", Help: "Frames dropped because their connection closed or overflowed."}),
-		slow: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "slow_consumer_disconnects_total", Help: "Connections closed with 4008 because their queue overflowed."}),
-		encodes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "delta_encodings_total", Help: "Deltas encoded (once per codec in use)."}),
-		flushes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "throttle_flushes_total", Help: "Frames of coalesced deltas sent to throttled subscriptions."}),
-		replays: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "catchups_total", Help: "Subscriptions caught up, by source: ring, log, snapshot, snapshot_reset."}, []string{"mode"}),
-		busGaps: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "hub",
-			Name: "bus_gaps_total", Help: "Gaps detected in the bus stream (every connection was closed to resume)."}),
+	f := promauto.With(reg) // registers each metric as it is made; nil registers nothing
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "repstream", Subsystem: "hub", Name: name, Help: help}
 	}
-	if reg != nil {
-		reg.MustRegister(m.conns, m.subs, m.txns, m.enqueued, m.dropped, m.slow, m.encodes, m.flushes, m.replays, m.busGaps)
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts(opts(name, help)))
 	}
-	return m
+	gauge := func(name, help string) prometheus.Gauge {
+		return f.NewGauge(prometheus.GaugeOpts(opts(name, help)))
+	}
+	return &metrics{
+		conns:    gauge("connections", "Connections registered with the hub."),
+		subs:     gauge("subscriptions", "Active subscriptions."),
+		txns:     counter("transactions_total", "Source transactions fanned out."),
+		enqueued: counter("frames_queued_total", "Frames queued to connections."),
+		dropped:  counter("frames_dropped_total", "Frames dropped because their connection closed or overflowed."),
+		slow:     counter("slow_consumer_disconnects_total", "Connections closed with 4008 because their queue overflowed."),
+		encodes:  counter("delta_encodings_total", "Deltas encoded (once per codec in use)."),
+		flushes:  counter("throttle_flushes_total", "Frames of coalesced deltas sent to throttled subscriptions."),
+		replays: f.NewCounterVec(prometheus.CounterOpts(opts("catchups_total",
+			"Subscriptions caught up, by source: ring, log, snapshot, snapshot_reset.")), []string{"mode"}),
+		busGaps: counter("bus_gaps_total", "Gaps detected in the bus stream (every connection was closed to resume)."),
+	}
 }
