@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/cdc/doctor"
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream"
@@ -180,10 +181,17 @@ func holdSlot(t *testing.T, dbURL, slot, publication, app string) int32 {
 		t.Fatal(err)
 	}
 	// Wait until the server shows the slot active for this backend.
+	q, err := pgx.Connect(c, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close(context.Background())
 	for deadline := time.Now().Add(10 * time.Second); ; {
-		var active *int32
-		queryRow(t, dbURL, fmt.Sprintf(`SELECT active_pid FROM pg_replication_slots WHERE slot_name = '%s'`, slot), &active)
-		if active != nil && *active == pid {
+		s, ok, err := cdc.LookupSlot(c, q, slot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok && s.ActivePID == pid {
 			return pid
 		}
 		if time.Now().After(deadline) {

@@ -56,10 +56,3 @@ SELECT to_regclass('repstream.schema_migrations')::text, to_regnamespace('repstr
 	}
 	return nil
 }
-
-func deref(s *string, def string) string {
-	if s == nil {
-		return def
-	}
-	return *s
-}

@@ -276,7 +276,7 @@ func TestDoctorWritesNothing(t *testing.T) {
 	dbURL, _ := newDB(t)
 	doctor.Run(ctx(t), input(dbURL))
 	var n int
-	queryRow(t, dbURL, `SELECT (SELECT count(*) FROM pg_class WHERE relname = 'repstream_schema_migrations')
+	queryRow(t, dbURL, `SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = 'repstream')
 	                        + (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'slot1')`, &n)
 	if n != 0 {
 		t.Fatalf("doctor left %d objects behind", n)

@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/v2"
@@ -210,11 +209,5 @@ func devToken(secretFile string) (string, error) {
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
 		return "", fmt.Errorf("dev: write the JWT secret: %w", err)
 	}
-	now := time.Now()
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub":      "dev",
-		"subjects": []string{"*"},
-		"iat":      now.Unix(),
-		"exp":      now.Add(24 * time.Hour).Unix(),
-	}).SignedString(secret)
+	return mintToken(secret, "dev", []string{"*"}, 24*time.Hour)
 }

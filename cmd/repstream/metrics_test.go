@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -189,9 +188,7 @@ func (mfs metricFamilies) kind(name string) dto.MetricType {
 // hs256Token signs a token granting subjects, valid for an hour.
 func hs256Token(t testing.TB, secret []byte, subjects ...string) string {
 	t.Helper()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": "metrics-test", "subjects": subjects, "exp": time.Now().Add(time.Hour).Unix(),
-	}).SignedString(secret)
+	tok, err := mintToken(secret, "metrics-test", subjects, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

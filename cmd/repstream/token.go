@@ -44,10 +44,7 @@ func init() {
 			if len(secret) < 32 {
 				return fmt.Errorf("token: the secret in %s is shorter than 32 bytes; use a longer one", file)
 			}
-			now := time.Now()
-			tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-				"sub": *sub, "subjects": *subjects, "iat": now.Unix(), "exp": now.Add(*ttl).Unix(),
-			}).SignedString(secret)
+			tok, err := mintToken(secret, *sub, *subjects, *ttl)
 			if err != nil {
 				return err
 			}
@@ -56,4 +53,13 @@ func init() {
 		}
 		return cmd
 	})
+}
+
+// mintToken signs an HS256 token for sub granting subjects, issued now and
+// valid for ttl: the claims the API's authentication reads.
+func mintToken(secret []byte, sub string, subjects []string, ttl time.Duration) (string, error) {
+	now := time.Now()
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"sub": sub, "subjects": subjects, "iat": now.Unix(), "exp": now.Add(ttl).Unix(),
+	}).SignedString(secret)
 }
