@@ -93,8 +93,8 @@ func TestKill9Converges(t *testing.T) {
 	}
 	streamtest.WaitConverged(t, conn, 60*time.Second)
 	streamtest.CheckLog(t, conn)
-	var skipped int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM repstream.subjects`).Scan(&skipped); err != nil || skipped == 0 {
+	var subjects int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM repstream.subjects`).Scan(&subjects); err != nil || subjects == 0 {
 		t.Fatalf("no subjects derived (err %v)", err)
 	}
 	if err := p.stop(30 * time.Second); err != nil {
