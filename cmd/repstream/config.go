@@ -85,7 +85,6 @@ var flagKeys = map[string]string{
 	"log-format":   "log.format",
 	"log-level":    "log.level",
 	"insecure":     "auth.insecure",
-	"retention":    "retention",
 	"redis-url":    "bus.redis_url",
 }
 
