@@ -68,6 +68,7 @@ type applier struct {
 	groupDeltas uint64
 	groupPos    LSN // position the group's commit records
 	stats       ApplyStats
+	pre         []preKey // per event of the chunk being applied: the keys prefetch encoded
 }
 
 // ApplyStats counts what the applier did, for metrics.
@@ -219,7 +220,7 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		return err
 	}
 	for i := range evs {
-		if err := a.event(ctx, &evs[i]); err != nil {
+		if err := a.event(ctx, &evs[i], a.pre[i]); err != nil {
 			return err
 		}
 		// A group that outgrew its bounds commits at the next transaction
@@ -256,6 +257,7 @@ func (a *applier) open(ctx context.Context) error {
 func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 	var need []rowKey
 	seen := map[rowKey]bool{}
+	a.pre = append(a.pre[:0], make([]preKey, len(evs))...)
 	for i := range evs {
 		ev := &evs[i]
 		if ev.Kind != cdc.EventUpdate && ev.Kind != cdc.EventDelete {
@@ -273,6 +275,7 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 		if !ok {
 			continue
 		}
+		a.pre[i] = preKey{key: k, ok: true}
 		rk := rowKey{b.rule.ID, k}
 		if _, ok := a.rowCache[rk]; ok || seen[rk] {
 			continue
@@ -336,7 +339,15 @@ func (a *applier) setRow(k rowKey, vals []*string, stored bool) {
 	a.dirty[k] = shadowRow{vals: vals, stored: stored}
 }
 
-func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
+// preKey is the key prefetch computed for an update or delete: the old
+// row's key (the new row's when the key did not change), so row() need not
+// encode it again.
+type preKey struct {
+	key string
+	ok  bool
+}
+
+func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 	switch ev.Kind {
 	case cdc.EventBegin:
 		a.skip = ev.LSN < a.checkpoint
@@ -401,12 +412,12 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event) error {
 			return err
 		}
 		a.groupRows++
-		return a.row(ctx, ev, b)
+		return a.row(ctx, ev, b, pk)
 	}
 	return nil
 }
 
-func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding) error {
+func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey) error {
 	r := b.rule
 	var oldVals, newVals []*string
 	var oldKey, newKey string
@@ -420,15 +431,16 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding) error {
 		newKey = k
 		newVals = valsOf(ev.New, b, nil)
 	case cdc.EventUpdate:
-		nk, ok := keyOf(ev.New, b.key)
+		nk, ok := pk.key, pk.ok && ev.Old == nil
+		if !ok {
+			nk, ok = keyOf(ev.New, b.key)
+		}
 		if !ok {
 			return fmt.Errorf("stream: update of %s without its key columns %v", r.Table(), a.keys[r.Table()])
 		}
 		newKey, oldKey = nk, nk
-		if ev.Old != nil {
-			if k, ok := keyOf(ev.Old, b.key); ok {
-				oldKey = k
-			}
+		if ev.Old != nil && pk.ok {
+			oldKey = pk.key // the key changed: prefetch encoded the old one
 		}
 		if oldVals, err = a.lookup(ctx, rowKey{r.ID, oldKey}); err != nil {
 			return err
@@ -438,7 +450,7 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding) error {
 		}
 		newVals = valsOf(ev.New, b, oldVals)
 	case cdc.EventDelete:
-		k, ok := keyOf(ev.Old, b.key)
+		k, ok := pk.key, pk.ok
 		if !ok {
 			return fmt.Errorf("stream: delete from %s without its key columns %v (replica identity must include the primary key)", r.Table(), a.keys[r.Table()])
 		}
