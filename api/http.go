@@ -1,7 +1,6 @@
 package api
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -73,9 +72,9 @@ func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
 }
 
 type listJSON struct {
-	LSN   string          `json:"lsn"`
-	Items json.RawMessage `json:"items"`
-	More  *bool           `json:"more,omitempty"`
+	LSN   string `json:"lsn"`
+	Items any    `json:"items"`
+	More  *bool  `json:"more,omitempty"`
 }
 
 // GET /v1/subjects?prefix=&order=&limit=
@@ -112,8 +111,7 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	if states == nil {
 		states = []stream.State{}
 	}
-	items, _ := json.Marshal(states)
-	writeJSON(w, http.StatusOK, listJSON{LSN: hub.Position(h).String(), Items: items})
+	writeJSON(w, http.StatusOK, listJSON{LSN: hub.Position(h).String(), Items: states})
 }
 
 // GET /v1/subjects/{subject}/deltas?since=&limit=
@@ -169,8 +167,7 @@ func (s *Server) getDeltas(w http.ResponseWriter, r *http.Request) {
 	if ds == nil {
 		ds = []stream.Delta{}
 	}
-	items, _ := json.Marshal(ds)
-	writeJSON(w, http.StatusOK, listJSON{LSN: head.String(), Items: items, More: &more})
+	writeJSON(w, http.StatusOK, listJSON{LSN: head.String(), Items: ds, More: &more})
 }
 
 // GET /v1/status

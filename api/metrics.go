@@ -1,6 +1,9 @@
 package api
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
 
 type metrics struct {
 	authFailures *prometheus.CounterVec
@@ -12,25 +15,25 @@ type metrics struct {
 	http         *prometheus.CounterVec
 }
 
+// newMetrics creates the API's metrics, registered with reg unless it is nil.
 func newMetrics(reg prometheus.Registerer) *metrics {
-	m := &metrics{
-		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "auth_failures_total", Help: "Refused tokens, by reason (missing, expired, signature, malformed, forbidden, ...)."}, []string{"reason"}),
-		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "ws_closes_total", Help: "WebSocket connections closed by the server, by close code."}, []string{"code"}),
-		received: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "ws_messages_received_total", Help: "Client messages received, by type."}, []string{"type"}),
-		written: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "ws_frames_sent_total", Help: "Frames written to WebSocket clients."}),
-		writtenBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "ws_sent_bytes_total", Help: "Bytes of frames written to WebSocket clients."}),
-		sessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "ws_sessions", Help: "Open WebSocket sessions."}),
-		http: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "repstream", Subsystem: "api",
-			Name: "http_requests_total", Help: "REST requests, by route and status."}, []string{"route", "status"}),
+	f := promauto.With(reg) // registers each metric as it is made; nil registers nothing
+	opts := func(name, help string) prometheus.Opts {
+		return prometheus.Opts{Namespace: "repstream", Subsystem: "api", Name: name, Help: help}
 	}
-	if reg != nil {
-		reg.MustRegister(m.authFailures, m.closes, m.received, m.written, m.writtenBytes, m.sessions, m.http)
+	counterVec := func(name, help string, labels ...string) *prometheus.CounterVec {
+		return f.NewCounterVec(prometheus.CounterOpts(opts(name, help)), labels)
 	}
-	return m
+	counter := func(name, help string) prometheus.Counter {
+		return f.NewCounter(prometheus.CounterOpts(opts(name, help)))
+	}
+	return &metrics{
+		authFailures: counterVec("auth_failures_total", "Refused tokens, by reason (missing, expired, signature, malformed, forbidden, ...).", "reason"),
+		closes:       counterVec("ws_closes_total", "WebSocket connections closed by the server, by close code.", "code"),
+		received:     counterVec("ws_messages_received_total", "Client messages received, by type.", "type"),
+		written:      counter("ws_frames_sent_total", "Frames written to WebSocket clients."),
+		writtenBytes: counter("ws_sent_bytes_total", "Bytes of frames written to WebSocket clients."),
+		sessions:     f.NewGauge(prometheus.GaugeOpts(opts("ws_sessions", "Open WebSocket sessions."))),
+		http:         counterVec("http_requests_total", "REST requests, by route and status.", "route", "status"),
+	}
 }

@@ -5,7 +5,6 @@ package apitest
 
 import (
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -122,19 +121,6 @@ func (e *Env) Write(ops ...hub.Op) stream.Txn {
 	return t
 }
 
-// RandomOps returns 1–4 ratings of seller:0..n-1, with some of buyer:0..2.
-func RandomOps(n int) []hub.Op {
-	var ops []hub.Op
-	for range 1 + rand.IntN(4) {
-		subj := fmt.Sprintf("seller:%d", rand.IntN(n))
-		if rand.IntN(5) == 0 {
-			subj = fmt.Sprintf("buyer:%d", rand.IntN(3))
-		}
-		ops = append(ops, hub.Op{Subject: subj, Score: stream.Micro(1+rand.IntN(5)) * stream.MicroUnit})
-	}
-	return ops
-}
-
 // Writer writes random transactions until ctx is done; wait for it with
 // the returned function.
 func (e *Env) Writer(ctx context.Context, subjects int, pause time.Duration) (wait func()) {
@@ -142,7 +128,7 @@ func (e *Env) Writer(ctx context.Context, subjects int, pause time.Duration) (wa
 	go func() {
 		defer close(done)
 		for ctx.Err() == nil {
-			e.Write(RandomOps(subjects)...)
+			e.Write(hub.RandomOps(subjects)...)
 			if pause > 0 {
 				time.Sleep(time.Duration(rand.Int64N(int64(pause))))
 			}

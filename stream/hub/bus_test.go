@@ -82,7 +82,7 @@ func testBus(t *testing.T, bus hub.Bus) {
 		conns = append(conns, c)
 	}
 	for range 50 {
-		r.write(randomOps(5)...)
+		r.write(hub.RandomOps(5)...)
 	}
 	last := lastLSN(log, stream.Selector{Prefix: "seller:"})
 	for _, rd := range readers {

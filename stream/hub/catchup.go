@@ -301,11 +301,7 @@ func (h *Hub) replayLog(ctx context.Context, c *Conn, sel stream.Selector, since
 			if ds[i].LSN <= since || ds[i].LSN > upto || (i > 0 && ds[i].LSN < ds[i-1].LSN) {
 				return n, errors.New("hub: store returned deltas out of range or order")
 			}
-			items := make([]*item, j-i)
-			for k := range items {
-				items[k] = &item{d: ds[i+k]}
-			}
-			if err := c.enqueueWait(ctx, h.frameOf(nil, items, c.codec)); err != nil {
+			if err := c.enqueueWait(ctx, h.frameOf(nil, newItems(ds[i:j]), c.codec)); err != nil {
 				return n, err
 			}
 			n += j - i

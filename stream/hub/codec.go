@@ -49,7 +49,7 @@ func (l *lazyBytes) get(f func() []byte) []byte {
 // subscriber and every replay that reads it.
 type item struct {
 	d   stream.Delta
-	at  int // index in its txn's items (0 outside a published txn)
+	at  int // index in its txn's items (a replayed delta: in its frame's)
 	enc [maxCodecs]lazyBytes
 }
 
@@ -69,11 +69,19 @@ type txn struct {
 }
 
 func newTxn(t stream.Txn) *txn {
-	x := &txn{lsn: t.LSN, items: make([]*item, len(t.Deltas))}
-	for i := range t.Deltas {
-		x.items[i] = &item{d: t.Deltas[i], at: i}
+	return &txn{lsn: t.LSN, items: newItems(t.Deltas)}
+}
+
+// newItems wraps deltas, in order, as items backed by one allocation (they
+// share a transaction's lifetime).
+func newItems(ds []stream.Delta) []*item {
+	slab := make([]item, len(ds))
+	items := make([]*item, len(ds))
+	for i := range ds {
+		slab[i].d, slab[i].at = ds[i], i
+		items[i] = &slab[i]
 	}
-	return x
+	return items
 }
 
 // order sorts items, all of t, into t's order and drops repeats (a subject

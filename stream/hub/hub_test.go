@@ -59,19 +59,6 @@ func (r *rig) write(ops ...hub.Op) stream.Txn {
 	return t
 }
 
-// randomTxn touches 1–4 random subjects among seller:0..n-1 and buyer:0..2.
-func randomOps(n int) []hub.Op {
-	var ops []hub.Op
-	for range 1 + rand.IntN(4) {
-		subj := fmt.Sprintf("seller:%d", rand.IntN(n))
-		if rand.IntN(5) == 0 {
-			subj = fmt.Sprintf("buyer:%d", rand.IntN(3))
-		}
-		ops = append(ops, hub.Op{Subject: subj, Score: stream.Micro(1+rand.IntN(5)) * stream.MicroUnit})
-	}
-	return ops
-}
-
 // reader decodes what a connection's writer would send.
 type reader struct {
 	c     *hub.Conn
@@ -383,7 +370,7 @@ func TestExactCatchUp(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				for ctx.Err() == nil {
-					r.write(randomOps(20)...)
+					r.write(hub.RandomOps(20)...)
 					time.Sleep(time.Duration(rand.IntN(300)) * time.Microsecond)
 				}
 			}()
@@ -449,7 +436,7 @@ func TestSnapshotHandoff(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for ctx.Err() == nil {
-			r.write(randomOps(10)...)
+			r.write(hub.RandomOps(10)...)
 			time.Sleep(time.Duration(rand.IntN(100)) * time.Microsecond)
 		}
 	}()
@@ -522,7 +509,7 @@ func TestThrottleEqualsUnthrottled(t *testing.T) {
 	}
 	fp, ft := newFolder(), newFolder()
 	for range 300 {
-		r.write(randomOps(5)...)
+		r.write(hub.RandomOps(5)...)
 		if rand.IntN(20) == 0 {
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"strings"
 	"sync"
@@ -47,6 +48,20 @@ type Op struct {
 	Subject string
 	Score   stream.Micro
 	Remove  bool
+}
+
+// RandomOps returns 1–4 ratings of seller:0..n-1, with some of buyer:0..2:
+// a random transaction for tests and demos.
+func RandomOps(n int) []Op {
+	var ops []Op
+	for range 1 + rand.IntN(4) {
+		subj := fmt.Sprintf("seller:%d", rand.IntN(n))
+		if rand.IntN(5) == 0 {
+			subj = fmt.Sprintf("buyer:%d", rand.IntN(3))
+		}
+		ops = append(ops, Op{Subject: subj, Score: stream.Micro(1+rand.IntN(5)) * stream.MicroUnit})
+	}
+	return ops
 }
 
 // Commit folds one source transaction whose commit LSN is lsn, stores it
