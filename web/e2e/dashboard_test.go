@@ -236,7 +236,7 @@ func TestDashboardSurvivesServerCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	subject := fmt.Sprintf("seller:%d", storySeller)
-	b.do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-testid="row"][data-subject=%q]`, subject))))
+	b.clickRow(subject)
 	var note string
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		note = mustEval[string](b, `document.querySelector('[data-testid="history-note"]').textContent`)

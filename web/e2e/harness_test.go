@@ -421,6 +421,38 @@ func (b *browser) rows() []pageRow {
 
 // waitFor polls cond until it holds or within passes; then it fails the
 // test with what and cond's last note.
+// clickRow clicks a subject's leaderboard row as a user would. A mouse click
+// lands on coordinates, so it first waits for the rows to stop moving (re-sorts
+// and the alert banner shift the layout), then clicks again if the click still
+// landed while something moved, as a user would.
+func (b *browser) clickRow(subject string) {
+	b.t.Helper()
+	sel := fmt.Sprintf(`[data-testid="row"][data-subject=%q]`, subject)
+	shown := func() string {
+		return mustEval[string](b, `document.querySelector('[data-testid="detail"]').dataset.subject || ''`)
+	}
+	for try := 1; ; try++ {
+		waitFor(b.t, 10*time.Second, func() (bool, string) {
+			n := mustEval[int](b, `document.getAnimations().filter(a => a.playState === 'running').length`)
+			return n == 0, fmt.Sprintf("%d animations running", n)
+		}, "the page to settle before clicking "+subject)
+		b.do(chromedp.ScrollIntoView(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			if shown() == subject {
+				if try > 1 {
+					b.t.Logf("the click on %s's row took %d tries (the layout moved under the pointer)", subject, try)
+				}
+				return
+			}
+			time.Sleep(25 * time.Millisecond)
+		}
+		if try == 5 {
+			b.t.Fatalf("clicked %s's row %d times; the detail shows %q", subject, try, shown())
+		}
+	}
+}
+
 func waitFor(t *testing.T, within time.Duration, cond func() (bool, string), what string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
