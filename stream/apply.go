@@ -62,6 +62,7 @@ type applier struct {
 	pending     []*txnAcc // completed transactions not yet folded into states
 	cur         *txnAcc   // the open source transaction
 	skip        bool      // the open source transaction was applied before
+	grouping    bool // a group is open (its writes are sent when it commits)
 	groupStart  time.Time
 	groupRows   int
 	groupTxns   uint64
@@ -127,6 +128,7 @@ func (a *applier) resetGroup() {
 	a.pending = nil
 	a.groupRows, a.groupTxns, a.groupDeltas = 0, 0, 0
 	a.groupPos = 0
+	a.grouping = false
 }
 
 func (a *applier) bind(rel *cdc.Relation) *binding {
@@ -225,7 +227,7 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		}
 		// A group that outgrew its bounds commits at the next transaction
 		// end, not at the end of the chunk.
-		if evs[i].Kind == cdc.EventCommit && a.cur == nil && a.w.tx != nil &&
+		if evs[i].Kind == cdc.EventCommit && a.cur == nil && a.grouping &&
 			(a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay) {
 			if err := a.commit(ctx); err != nil {
 				return err
@@ -236,6 +238,9 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		return err
 	}
 	if len(a.dirty) > 20000 { // a huge transaction: spill the shadow into the open group
+		if err := a.w.begin(ctx); err != nil {
+			return err
+		}
 		if err := a.w.writeRows(ctx, a.dirty); err != nil {
 			return err
 		}
@@ -244,12 +249,12 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 	return nil
 }
 
-func (a *applier) open(ctx context.Context) error {
-	if a.w.tx != nil {
-		return nil
+// open opens a group if none is; its store transaction starts only when
+// something must be written before the group commits.
+func (a *applier) open() {
+	if !a.grouping {
+		a.grouping, a.groupStart = true, time.Now()
 	}
-	a.groupStart = time.Now()
-	return a.w.begin(ctx)
 }
 
 // prefetch loads, in one query, the shadow rows the chunk's updates and
@@ -288,9 +293,6 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 	}
 	if len(need) == 0 {
 		return nil
-	}
-	if err := a.open(ctx); err != nil {
-		return err
 	}
 	got, err := a.w.fetchRows(ctx, need)
 	if err != nil {
@@ -408,9 +410,7 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 		if b == nil {
 			return nil
 		}
-		if err := a.open(ctx); err != nil {
-			return err
-		}
+		a.open()
 		a.groupRows++
 		return a.row(ctx, ev, b, pk)
 	}
@@ -487,11 +487,12 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey)
 
 // truncate retracts every row of a source: the shadow knows them all.
 func (a *applier) truncate(ctx context.Context, b *binding) error {
-	if err := a.open(ctx); err != nil {
-		return err
-	}
+	a.open()
 	r := b.rule
 	// The shadow in the store must be current before it is scanned.
+	if err := a.w.begin(ctx); err != nil {
+		return err
+	}
 	if err := a.w.writeRows(ctx, a.dirty); err != nil {
 		return err
 	}
@@ -533,9 +534,6 @@ func (a *applier) foldPending(ctx context.Context) error {
 		}
 	}
 	if len(need) > 0 {
-		if err := a.open(ctx); err != nil {
-			return err
-		}
 		got, err := a.w.fetchStates(ctx, need)
 		if err != nil {
 			return err
@@ -580,7 +578,7 @@ func (a *applier) due(more bool) bool {
 	if a.cur != nil { // never commit in the middle of a source transaction
 		return false
 	}
-	if a.w.tx == nil && a.groupPos <= a.checkpoint {
+	if !a.grouping && a.groupPos <= a.checkpoint {
 		return false
 	}
 	return !more || a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay
@@ -592,7 +590,7 @@ func (a *applier) commit(ctx context.Context) error {
 		return err
 	}
 	pos := a.groupPos
-	if a.w.tx == nil {
+	if !a.grouping {
 		// Nothing to write (idle position): confirm without a store write.
 		if pos > a.checkpoint {
 			a.checkpoint = pos
@@ -601,27 +599,15 @@ func (a *applier) commit(ctx context.Context) error {
 		return nil
 	}
 	start := time.Now()
-	if err := a.w.writeRows(ctx, a.dirty); err != nil {
-		return err
-	}
 	states := make([]State, 0, len(a.changed))
 	for _, st := range a.changed {
 		states = append(states, st)
 	}
 	sort.Slice(states, func(i, j int) bool { return states[i].Subject < states[j].Subject })
-	if err := a.w.writeStates(ctx, states); err != nil {
-		return err
-	}
-	if err := a.w.writeDeltas(ctx, a.txns); err != nil {
-		return err
-	}
 	if pos < a.checkpoint {
 		pos = a.checkpoint
 	}
-	if err := a.w.checkpoint(ctx, pos); err != nil {
-		return err
-	}
-	wal, err := a.w.commit(ctx)
+	wal, err := a.w.commitGroup(ctx, a.dirty, states, a.txns, pos)
 	if err != nil {
 		return err
 	}

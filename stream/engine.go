@@ -613,7 +613,7 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		buf = buf[:0]
 		// Wait for the first event, or for the open group's deadline.
 		wait := time.Hour
-		if ap.w.tx != nil && ap.cur == nil {
+		if ap.grouping && ap.cur == nil {
 			wait = ap.cfg.MaxGroupDelay - time.Since(ap.groupStart)
 		}
 		timer.Reset(max(wait, 0))
@@ -663,7 +663,7 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		e.mu.Lock()
 		e.stats = e.base.plus(ap.stats)
 		e.mu.Unlock()
-		if !more && ap.cur == nil && ap.w.tx == nil {
+		if !more && ap.cur == nil && !ap.grouping {
 			e.ready.Store(true)
 		}
 	}

@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -12,9 +14,8 @@ import (
 // delta log, row shadow and checkpoint commit together or not at all.
 type writer struct {
 	conn    *pgx.Conn
-	tx      pgx.Tx // the open group, nil between groups
-	commits int
-	async   bool // synchronous_commit is off: commit returns the WAL position to wait for
+	tx    pgx.Tx // an explicit transaction of the open group, nil if it needed none yet
+	async bool // synchronous_commit is off: commit returns the WAL position to wait for
 }
 
 type rowKey struct {
@@ -33,13 +34,6 @@ func newWriter(ctx context.Context, databaseURL string, async bool) (*writer, er
 		return nil, fmt.Errorf("stream: connect store writer: %w", err)
 	}
 	RegisterTypes(ctx, conn) //nolint:errcheck // never fails
-	_, err = conn.Exec(ctx, `
-CREATE TEMP TABLE IF NOT EXISTS rows_stage (source smallint, key text, vals text[]);
-CREATE TEMP TABLE IF NOT EXISTS subjects_stage (LIKE repstream.subjects);`)
-	if err != nil {
-		conn.Close(ctx)
-		return nil, fmt.Errorf("stream: prepare store writer: %w", err)
-	}
 	w := &writer{conn: conn, async: async}
 	if w.async {
 		// A commit need not wait for its fsync: the slot is confirmed only
@@ -72,6 +66,16 @@ func (w *writer) begin(ctx context.Context) error {
 	return nil
 }
 
+// q reads through the open transaction, so a group sees what it spilled.
+func (w *writer) q() interface {
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+} {
+	if w.tx != nil {
+		return w.tx
+	}
+	return w.conn
+}
+
 func (w *writer) rollback(ctx context.Context) {
 	if w.tx != nil {
 		w.tx.Rollback(ctx) //nolint:errcheck
@@ -85,17 +89,6 @@ func (w *writer) rollback(ctx context.Context) {
 func (w *writer) commit(ctx context.Context) (LSN, error) {
 	if w.tx == nil {
 		return 0, nil
-	}
-	// The staging tables are emptied with DELETE (a TRUNCATE per group costs
-	// a new file and catalog writes); temp tables are never vacuumed, so
-	// truncate them now and then.
-	w.commits++
-	if w.commits%1000 == 0 {
-		if _, err := w.tx.Exec(ctx, `TRUNCATE rows_stage, subjects_stage`); err != nil {
-			w.tx.Rollback(ctx) //nolint:errcheck
-			w.tx = nil
-			return 0, fmt.Errorf("stream: empty staging tables: %w", err)
-		}
 	}
 	err := w.tx.Commit(ctx)
 	w.tx = nil
@@ -119,7 +112,7 @@ func (w *writer) fetchRows(ctx context.Context, keys []rowKey) (map[rowKey][]*st
 	for i, k := range keys {
 		src[i], ks[i] = k.source, k.key
 	}
-	rows, err := w.tx.Query(ctx, `
+	rows, err := w.q().Query(ctx, `
 SELECT r.source, r.key, r.vals FROM repstream.rows r
 JOIN unnest($1::smallint[], $2::text[]) AS k(source, key) ON r.source = k.source AND r.key = k.key`, src, ks)
 	if err != nil {
@@ -144,103 +137,112 @@ type shadowRow struct {
 	stored bool      // the store holds the row: update or delete it, else insert
 }
 
-// writeRows applies the shadow changes: new rows are copied straight in,
-// stored ones updated or deleted; no upsert, whose speculative insertion
-// costs more than knowing.
-func (w *writer) writeRows(ctx context.Context, dirty map[rowKey]shadowRow) error {
-	var delSrc []int16
-	var delKey []string
-	up := make([][]any, 0, len(dirty))
-	ins := make([][]any, 0, len(dirty))
+// The group's writes are statements over unnest()ed arrays, so a whole group
+// (BEGIN, row shadow, states, delta log, checkpoint, COMMIT) is one pipelined
+// round trip to Postgres instead of a COPY and a round trip per table.
+// Arrays of arrays do not unnest by row, so text[] and bigint[] values travel
+// as array literals and are cast back.
+const (
+	sqlRowsDelete = `DELETE FROM repstream.rows r USING unnest($1::smallint[], $2::text[]) AS k(source, key)
+WHERE r.source = k.source AND r.key = k.key`
+	sqlRowsInsert = `INSERT INTO repstream.rows (source, key, vals)
+SELECT source, key, vals::text[] FROM unnest($1::smallint[], $2::text[], $3::text[]) AS u(source, key, vals)`
+	sqlRowsUpdate = `UPDATE repstream.rows r SET vals = u.vals::text[]
+FROM unnest($1::smallint[], $2::text[], $3::text[]) AS u(source, key, vals)
+WHERE r.source = u.source AND r.key = u.key`
+	sqlStatesUpsert = `INSERT INTO repstream.subjects (subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at)
+SELECT subject, count, sum_micro, mean, bayes, hist::bigint[], version, lsn::pg_lsn, updated_at
+FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::text[], $7::bigint[], $8::text[], $9::timestamptz[])
+    AS u(subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at)
+ON CONFLICT (subject) DO UPDATE SET count = EXCLUDED.count, sum_micro = EXCLUDED.sum_micro, mean = EXCLUDED.mean,
+    bayes = EXCLUDED.bayes, hist = EXCLUDED.hist, version = EXCLUDED.version, lsn = EXCLUDED.lsn, updated_at = EXCLUDED.updated_at`
+	sqlDeltasInsert = `INSERT INTO repstream.deltas (subject, lsn, version, count, sum_micro, mean, bayes, hist,
+    d_count, d_sum_micro, d_mean, d_bayes, committed_at)
+SELECT subject, lsn::pg_lsn, version, count, sum_micro, mean, bayes, hist::bigint[], d_count, d_sum_micro, d_mean, d_bayes, committed_at
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::float8[], $7::float8[], $8::text[],
+    $9::bigint[], $10::bigint[], $11::float8[], $12::float8[], $13::timestamptz[])
+    AS u(subject, lsn, version, count, sum_micro, mean, bayes, hist, d_count, d_sum_micro, d_mean, d_bayes, committed_at)`
+	sqlCheckpoint = `UPDATE repstream.meta SET checkpoint_lsn = $1, updated_at = now()`
+)
+
+// statesChunk bounds the states one statement writes (a snapshot load may
+// hold millions).
+const statesChunk = 20000
+
+// queueRows queues the shadow changes: new rows inserted, stored ones
+// updated or deleted; no upsert, whose speculative insertion costs more
+// than knowing.
+func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow) {
+	var del, ins, up struct {
+		src  []int16
+		key  []string
+		vals []string
+	}
+	var lit []byte
 	for k, r := range dirty {
 		switch {
 		case r.vals == nil && !r.stored: // inserted and deleted within the group
 		case r.vals == nil:
-			delSrc = append(delSrc, k.source)
-			delKey = append(delKey, k.key)
+			del.src, del.key = append(del.src, k.source), append(del.key, k.key)
 		case !r.stored:
-			ins = append(ins, []any{k.source, k.key, r.vals})
+			lit = appendTextArray(lit[:0], r.vals)
+			ins.src, ins.key, ins.vals = append(ins.src, k.source), append(ins.key, k.key), append(ins.vals, string(lit))
 		default:
-			up = append(up, []any{k.source, k.key, r.vals})
+			lit = appendTextArray(lit[:0], r.vals)
+			up.src, up.key, up.vals = append(up.src, k.source), append(up.key, k.key), append(up.vals, string(lit))
 		}
 	}
-	if len(delKey) > 0 {
-		_, err := w.tx.Exec(ctx, `
-DELETE FROM repstream.rows r USING unnest($1::smallint[], $2::text[]) AS k(source, key)
-WHERE r.source = k.source AND r.key = k.key`, delSrc, delKey)
-		if err != nil {
-			return fmt.Errorf("stream: delete from row shadow: %w", err)
-		}
+	if len(del.key) > 0 {
+		b.Queue(sqlRowsDelete, del.src, del.key)
 	}
-	if len(ins) > 0 {
-		if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{"repstream", "rows"}, []string{"source", "key", "vals"}, pgx.CopyFromRows(ins)); err != nil {
-			return fmt.Errorf("stream: add to row shadow: %w", err)
-		}
+	if len(ins.key) > 0 {
+		b.Queue(sqlRowsInsert, ins.src, ins.key, ins.vals)
 	}
-	if len(up) == 0 {
-		return nil
+	if len(up.key) > 0 {
+		b.Queue(sqlRowsUpdate, up.src, up.key, up.vals)
 	}
-	if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{"rows_stage"}, []string{"source", "key", "vals"}, pgx.CopyFromRows(up)); err != nil {
-		return fmt.Errorf("stream: stage row shadow: %w", err)
-	}
-	_, err := w.tx.Exec(ctx, `
-UPDATE repstream.rows r SET vals = s.vals FROM rows_stage s WHERE r.source = s.source AND r.key = s.key;
-DELETE FROM rows_stage`)
-	if err != nil {
-		return fmt.Errorf("stream: write row shadow: %w", err)
-	}
-	return nil
 }
 
-// fetchStates reads the states of subjects; missing ones are absent.
-func (w *writer) fetchStates(ctx context.Context, subjects []string) (map[string]State, error) {
-	rows, err := w.tx.Query(ctx, `SELECT `+stateCols+` FROM repstream.subjects WHERE subject = ANY($1)`, subjects)
-	if err != nil {
-		return nil, fmt.Errorf("stream: read states: %w", err)
-	}
-	defer rows.Close()
-	out := make(map[string]State, len(subjects))
-	for rows.Next() {
-		st, err := scanState(rows)
-		if err != nil {
-			return nil, fmt.Errorf("stream: read states: %w", err)
+// queueStates queues an upsert of states.
+func queueStates(b *pgx.Batch, states []State) {
+	for len(states) > 0 {
+		chunk := states[:min(len(states), statesChunk)]
+		states = states[len(chunk):]
+		n := len(chunk)
+		var (
+			subject = make([]string, n)
+			count   = make([]int64, n)
+			sum     = make([]int64, n)
+			mean    = make([]float64, n)
+			bayes   = make([]float64, n)
+			hist    = make([]*string, n)
+			version = make([]int64, n)
+			lsn     = make([]string, n)
+			at      = make([]time.Time, n)
+		)
+		for i := range chunk {
+			s := &chunk[i]
+			subject[i], count[i], sum[i], mean[i], bayes[i] = s.Subject, s.Count, int64(s.Sum), s.Mean, s.Bayes
+			hist[i], version[i], lsn[i], at[i] = int64ArrayLiteral(s.Hist), s.Version, s.LSN.String(), s.UpdatedAt
 		}
-		out[st.Subject] = st
+		b.Queue(sqlStatesUpsert, subject, count, sum, mean, bayes, hist, version, lsn, at)
 	}
-	return out, rows.Err()
 }
 
-// writeStates upserts states.
-func (w *writer) writeStates(ctx context.Context, states []State) error {
-	if len(states) == 0 {
-		return nil
+// copyAbove is the group size, in deltas, above which the delta log is
+// written with COPY.
+const copyAbove = 1000
+
+func countDeltas(txns []Txn) int {
+	n := 0
+	for i := range txns {
+		n += len(txns[i].Deltas)
 	}
-	i := 0
-	src := pgx.CopyFromFunc(func() ([]any, error) {
-		if i == len(states) {
-			return nil, nil
-		}
-		s := &states[i]
-		i++
-		return []any{s.Subject, s.Count, int64(s.Sum), s.Mean, s.Bayes, s.Hist, s.Version, s.LSN, s.UpdatedAt}, nil
-	})
-	if _, err := w.tx.CopyFrom(ctx, pgx.Identifier{"subjects_stage"},
-		[]string{"subject", "count", "sum_micro", "mean", "bayes", "hist", "version", "lsn", "updated_at"}, src); err != nil {
-		return fmt.Errorf("stream: stage states: %w", err)
-	}
-	_, err := w.tx.Exec(ctx, `
-INSERT INTO repstream.subjects SELECT * FROM subjects_stage
-ON CONFLICT (subject) DO UPDATE SET count = EXCLUDED.count, sum_micro = EXCLUDED.sum_micro, mean = EXCLUDED.mean,
-    bayes = EXCLUDED.bayes, hist = EXCLUDED.hist, version = EXCLUDED.version, lsn = EXCLUDED.lsn, updated_at = EXCLUDED.updated_at;
-DELETE FROM subjects_stage`)
-	if err != nil {
-		return fmt.Errorf("stream: write states: %w", err)
-	}
-	return nil
+	return n
 }
 
-// writeDeltas appends to the delta log.
-func (w *writer) writeDeltas(ctx context.Context, txns []Txn) error {
+// copyDeltas appends to the delta log with COPY, in the open transaction.
+func (w *writer) copyDeltas(ctx context.Context, txns []Txn) error {
 	ti, di := 0, 0
 	src := pgx.CopyFromFunc(func() ([]any, error) {
 		for ti < len(txns) && di >= len(txns[ti].Deltas) {
@@ -262,11 +264,182 @@ func (w *writer) writeDeltas(ctx context.Context, txns []Txn) error {
 	return nil
 }
 
-func (w *writer) checkpoint(ctx context.Context, lsn LSN) error {
-	if _, err := w.tx.Exec(ctx, `UPDATE repstream.meta SET checkpoint_lsn = $1, updated_at = now()`, lsn); err != nil {
-		return fmt.Errorf("stream: write checkpoint: %w", err)
+// queueDeltas queues the group's appends to the delta log.
+func queueDeltas(b *pgx.Batch, txns []Txn) {
+	n := countDeltas(txns)
+	if n == 0 {
+		return
+	}
+	var (
+		subject = make([]string, 0, n)
+		lsn     = make([]string, 0, n)
+		version = make([]int64, 0, n)
+		count   = make([]int64, 0, n)
+		sum     = make([]int64, 0, n)
+		mean    = make([]float64, 0, n)
+		bayes   = make([]float64, 0, n)
+		hist    = make([]*string, 0, n)
+		dCount  = make([]int64, 0, n)
+		dSum    = make([]int64, 0, n)
+		dMean   = make([]float64, 0, n)
+		dBayes  = make([]float64, 0, n)
+		at      = make([]time.Time, 0, n)
+	)
+	for i := range txns {
+		txnLSN := txns[i].LSN.String() // every delta of a transaction has its LSN
+		for j := range txns[i].Deltas {
+			d := &txns[i].Deltas[j]
+			l := txnLSN
+			if d.LSN != txns[i].LSN {
+				l = d.LSN.String()
+			}
+			subject, lsn, version = append(subject, d.Subject), append(lsn, l), append(version, d.Version)
+			count, sum = append(count, d.After.Count), append(sum, int64(d.After.Sum))
+			mean, bayes, hist = append(mean, d.After.Mean), append(bayes, d.After.Bayes), append(hist, int64ArrayLiteral(d.After.Hist))
+			dCount, dSum = append(dCount, d.Change.Count), append(dSum, int64(d.Change.Sum))
+			dMean, dBayes, at = append(dMean, d.Change.Mean), append(dBayes, d.Change.Bayes), append(at, d.After.UpdatedAt)
+		}
+	}
+	b.Queue(sqlDeltasInsert, subject, lsn, version, count, sum, mean, bayes, hist, dCount, dSum, dMean, dBayes, at)
+}
+
+// appendTextArray appends vals as a Postgres text[] literal.
+func appendTextArray(b []byte, vals []*string) []byte {
+	b = append(b, '{')
+	for i, v := range vals {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		if v == nil {
+			b = append(b, "NULL"...)
+			continue
+		}
+		b = append(b, '"')
+		for j := 0; j < len(*v); j++ {
+			if c := (*v)[j]; c == '"' || c == '\\' {
+				b = append(b, '\\', c)
+			} else {
+				b = append(b, c)
+			}
+		}
+		b = append(b, '"')
+	}
+	return append(b, '}')
+}
+
+// int64ArrayLiteral is h as a Postgres bigint[] literal; nil for nil.
+func int64ArrayLiteral(h []int64) *string {
+	if h == nil {
+		return nil
+	}
+	b := make([]byte, 0, 2+len(h)*4)
+	b = append(b, '{')
+	for i, v := range h {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, v, 10)
+	}
+	s := string(append(b, '}'))
+	return &s
+}
+
+// send runs a batch in the open transaction, or on its own when none is open.
+func (w *writer) send(ctx context.Context, b *pgx.Batch) error {
+	if b.Len() == 0 {
+		return nil
+	}
+	if w.tx != nil {
+		return w.tx.SendBatch(ctx, b).Close()
+	}
+	return w.conn.SendBatch(ctx, b).Close()
+}
+
+// writeRows writes shadow changes into the open transaction (a huge source
+// transaction spills its shadow before its group commits).
+func (w *writer) writeRows(ctx context.Context, dirty map[rowKey]shadowRow) error {
+	b := &pgx.Batch{}
+	queueRows(b, dirty)
+	if err := w.send(ctx, b); err != nil {
+		return fmt.Errorf("stream: write row shadow: %w", err)
 	}
 	return nil
+}
+
+// writeStates upserts states in the open transaction.
+func (w *writer) writeStates(ctx context.Context, states []State) error {
+	b := &pgx.Batch{}
+	queueStates(b, states)
+	if err := w.send(ctx, b); err != nil {
+		return fmt.Errorf("stream: write states: %w", err)
+	}
+	return nil
+}
+
+// commitGroup writes a group and commits it, in one round trip unless a
+// transaction was opened for it already (a spill or a TRUNCATE). With
+// synchronous_commit off it returns a WAL position at or past the commit
+// record: the group is durable once the server's flush position reaches it.
+// Otherwise it returns 0.
+func (w *writer) commitGroup(ctx context.Context, dirty map[rowKey]shadowRow, states []State, txns []Txn, pos LSN) (LSN, error) {
+	if countDeltas(txns) > copyAbove {
+		// A big group: COPY moves the delta log faster than unnest(), and a
+		// few more round trips do not matter.
+		if err := w.begin(ctx); err != nil {
+			return 0, err
+		}
+		if err := w.copyDeltas(ctx, txns); err != nil {
+			w.rollback(ctx)
+			return 0, err
+		}
+		txns = nil
+	}
+	b := &pgx.Batch{}
+	open := w.tx != nil
+	if !open {
+		b.Queue(`BEGIN`)
+	}
+	queueRows(b, dirty)
+	queueStates(b, states)
+	queueDeltas(b, txns)
+	b.Queue(sqlCheckpoint, pos)
+	if !open {
+		b.Queue(`COMMIT`)
+	}
+	var wal LSN
+	if w.async && !open {
+		b.Queue(`SELECT pg_current_wal_insert_lsn()`).QueryRow(func(r pgx.Row) error { return r.Scan(&wal) })
+	}
+	if err := w.send(ctx, b); err != nil {
+		w.rollback(ctx)
+		if !open {
+			// A statement failed inside the batch's BEGIN: end that transaction.
+			w.conn.Exec(ctx, `ROLLBACK`) //nolint:errcheck // the session restarts anyway
+		}
+		return 0, fmt.Errorf("stream: write group: %w", err)
+	}
+	if open {
+		return w.commit(ctx)
+	}
+	return wal, nil
+}
+
+// fetchStates reads the states of subjects; missing ones are absent.
+func (w *writer) fetchStates(ctx context.Context, subjects []string) (map[string]State, error) {
+	rows, err := w.q().Query(ctx, `SELECT `+stateCols+` FROM repstream.subjects WHERE subject = ANY($1)`, subjects)
+	if err != nil {
+		return nil, fmt.Errorf("stream: read states: %w", err)
+	}
+	defer rows.Close()
+	out := make(map[string]State, len(subjects))
+	for rows.Next() {
+		st, err := scanState(rows)
+		if err != nil {
+			return nil, fmt.Errorf("stream: read states: %w", err)
+		}
+		out[st.Subject] = st
+	}
+	return out, rows.Err()
 }
 
 // scanSource streams every shadow row of a source (for TRUNCATE).
