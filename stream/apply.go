@@ -62,7 +62,7 @@ type applier struct {
 	pending     []*txnAcc // completed transactions not yet folded into states
 	cur         *txnAcc   // the open source transaction
 	skip        bool      // the open source transaction was applied before
-	grouping    bool // a group is open (its writes are sent when it commits)
+	grouping    bool      // a group is open (its writes are sent when it commits)
 	groupStart  time.Time
 	groupRows   int
 	groupTxns   uint64

@@ -13,9 +13,9 @@ import (
 // transaction at a time holds a group of source transactions, so state,
 // delta log, row shadow and checkpoint commit together or not at all.
 type writer struct {
-	conn    *pgx.Conn
+	conn  *pgx.Conn
 	tx    pgx.Tx // an explicit transaction of the open group, nil if it needed none yet
-	async bool // synchronous_commit is off: commit returns the WAL position to wait for
+	async bool   // synchronous_commit is off: commit returns the WAL position to wait for
 }
 
 type rowKey struct {
