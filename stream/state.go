@@ -34,24 +34,33 @@ const MicroUnit = 1_000_000
 func (m Micro) Float() float64 { return float64(m) / MicroUnit }
 
 // String formats the value in score points without float rounding.
-func (m Micro) String() string {
-	neg := m < 0
+func (m Micro) String() string { return string(m.appendText(nil)) }
+
+func (m Micro) appendText(b []byte) []byte {
 	u := uint64(m)
-	if neg {
-		u = uint64(-m)
+	if m < 0 {
+		b = append(b, '-')
+		u = -u
 	}
-	s := strconv.FormatUint(u/MicroUnit, 10)
+	b = strconv.AppendUint(b, u/MicroUnit, 10)
 	if frac := u % MicroUnit; frac != 0 {
-		s += "." + strings.TrimRight(fmt.Sprintf("%06d", frac), "0")
+		var digits [6]byte
+		for i := 5; i >= 0; i-- {
+			digits[i] = byte('0' + frac%10)
+			frac /= 10
+		}
+		n := 6
+		for digits[n-1] == '0' {
+			n--
+		}
+		b = append(b, '.')
+		b = append(b, digits[:n]...)
 	}
-	if neg {
-		s = "-" + s
-	}
-	return s
+	return b
 }
 
 // MarshalJSON writes the value as a JSON number in score points.
-func (m Micro) MarshalJSON() ([]byte, error) { return []byte(m.String()), nil }
+func (m Micro) MarshalJSON() ([]byte, error) { return m.appendText(nil), nil }
 
 // UnmarshalJSON reads a JSON number in score points.
 func (m *Micro) UnmarshalJSON(b []byte) error {
@@ -210,6 +219,15 @@ type deltaJSON struct {
 
 // MarshalJSON writes the delta as PROTOCOL.md's "delta" message.
 func (d Delta) MarshalJSON() ([]byte, error) {
+	if b, ok := d.AppendJSON(nil); ok {
+		return b, nil
+	}
+	return d.marshalSlow()
+}
+
+// marshalSlow is MarshalJSON through encoding/json: the reference
+// AppendJSON is tested against, and the error for a non-finite figure.
+func (d Delta) marshalSlow() ([]byte, error) {
 	c := d.Coalesced
 	if c < 1 {
 		c = 1

@@ -32,7 +32,12 @@ func mustJSON(v any) []byte {
 }
 
 // Delta implements Codec.
-func (JSON) Delta(d *stream.Delta) []byte { return mustJSON(d) }
+func (JSON) Delta(d *stream.Delta) []byte {
+	if b, ok := d.AppendJSON(make([]byte, 0, 384)); ok {
+		return b
+	}
+	return mustJSON(d)
+}
 
 // Deltas implements Codec.
 func (JSON) Deltas(frames [][]byte) []byte {
