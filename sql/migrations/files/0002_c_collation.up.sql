@@ -1,0 +1,22 @@
+-- Subjects and row keys compare byte by byte (COLLATE "C"): the order Go
+-- sorts them in, a memcmp per index comparison instead of the locale's
+-- strcoll on every write, and LIKE 'prefix%' can use the primary key, so the
+-- text_pattern_ops index goes.
+DROP VIEW repstream.reputation;
+ALTER TABLE repstream.subjects ALTER COLUMN subject TYPE text COLLATE "C";
+ALTER TABLE repstream.deltas ALTER COLUMN subject TYPE text COLLATE "C";
+ALTER TABLE repstream.rows ALTER COLUMN key TYPE text COLLATE "C";
+DROP INDEX repstream.subjects_prefix;
+
+CREATE VIEW repstream.reputation AS
+SELECT subject,
+       count,
+       sum_micro::numeric / 1000000 AS sum,
+       mean,
+       bayes,
+       version,
+       lsn,
+       updated_at
+FROM repstream.subjects;
+
+COMMENT ON SCHEMA repstream IS 'repstream schema version 2';
