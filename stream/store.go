@@ -175,8 +175,10 @@ func (s *Store) Prune(ctx context.Context, cutoff time.Time) (int64, error) {
 	for {
 		var n int64
 		err := s.pool.QueryRow(ctx, `
-WITH victims AS (
-    SELECT subject, lsn FROM repstream.deltas WHERE recorded_at < $1 ORDER BY lsn LIMIT 10000
+WITH oldest AS (
+    SELECT subject, lsn, recorded_at FROM repstream.deltas ORDER BY lsn LIMIT 10000
+), victims AS (
+    SELECT subject, lsn FROM oldest WHERE recorded_at < $1
 ), gone AS (
     DELETE FROM repstream.deltas d USING victims v WHERE d.subject = v.subject AND d.lsn = v.lsn RETURNING d.lsn
 ), top AS (SELECT max(lsn) AS lsn, count(*) AS n FROM gone)
