@@ -169,15 +169,25 @@ func (r *Reader) Run(ctx context.Context, start pglogrepl.LSN, out chan<- Event)
 	r.cfg.Logger.Info("replication started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "lsn", start.String())
 	ticker := time.NewTicker(r.cfg.StatusInterval)
 	defer ticker.Stop()
+	// One deadline context serves every receive until the next status update
+	// is due (a context and a timer per message cost more than decoding it).
+	var rctx context.Context
+	stopRecv := context.CancelFunc(func() {})
+	defer func() { stopRecv() }()
+	var due time.Time
 	for {
 		if time.Since(r.lastStatus) >= r.cfg.StatusInterval {
 			if err := r.sendStatus(ctx, false); err != nil {
 				return err
 			}
 		}
-		rctx, cancel := context.WithDeadline(ctx, r.lastStatus.Add(r.cfg.StatusInterval))
+		if d := r.lastStatus.Add(r.cfg.StatusInterval); rctx == nil || !d.Equal(due) || rctx.Err() != nil {
+			stopRecv()
+			var cancel context.CancelFunc
+			rctx, cancel = context.WithDeadline(ctx, d)
+			stopRecv, due = cancel, d
+		}
 		msg, err := r.conn.ReceiveMessage(rctx)
-		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()

@@ -122,8 +122,13 @@ func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Log
 }
 
 func (a *applier) resetGroup() {
-	a.dirty = map[rowKey]shadowRow{}
-	a.changed = map[string]State{}
+	// Cleared, not replaced: a map keeps its buckets, so the next group of
+	// the same size does not grow one again.
+	if a.dirty == nil {
+		a.dirty, a.changed = map[rowKey]shadowRow{}, map[string]State{}
+	}
+	clear(a.dirty)
+	clear(a.changed)
 	a.txns = nil
 	a.pending = nil
 	a.groupRows, a.groupTxns, a.groupDeltas = 0, 0, 0
@@ -244,7 +249,7 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 		if err := a.w.writeRows(ctx, a.dirty); err != nil {
 			return err
 		}
-		a.dirty = map[rowKey]shadowRow{}
+		clear(a.dirty)
 	}
 	return nil
 }
@@ -496,7 +501,7 @@ func (a *applier) truncate(ctx context.Context, b *binding) error {
 	if err := a.w.writeRows(ctx, a.dirty); err != nil {
 		return err
 	}
-	a.dirty = map[rowKey]shadowRow{}
+	clear(a.dirty)
 	err := a.w.scanSource(ctx, r.ID, func(vals []*string) {
 		if c, ok := r.Contribute(vals); ok {
 			a.cur.add(c, -1, r.buckets)
