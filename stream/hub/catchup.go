@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/repstream/repstream/stream"
@@ -285,32 +286,56 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 }
 
 // replayLog sends the selected deltas with since < lsn <= upto from the
-// store, page by page, one frame per transaction.
+// store, page by page, one frame per transaction. The next page is read
+// while this one is sent, so the store and the client work at once.
 func (h *Hub) replayLog(ctx context.Context, c *Conn, sel stream.Selector, since, upto stream.LSN) (int, error) {
-	n := 0
-	for since < upto {
-		ds, err := h.log.Deltas(ctx, sel, since, upto, h.cfg.ReplayPage)
-		if err != nil {
-			return n, err
+	type page struct {
+		ds  []stream.Delta
+		err error
+	}
+	pages := make(chan page, 1)
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(pages)
+		for from := since; from < upto; {
+			ds, err := h.log.Deltas(fctx, sel, from, upto, h.cfg.ReplayPage)
+			select {
+			case pages <- page{ds, err}:
+			case <-fctx.Done():
+				return
+			}
+			if err != nil || len(ds) < h.cfg.ReplayPage || len(ds) == 0 {
+				return
+			}
+			from = ds[len(ds)-1].LSN
 		}
+	}()
+	n := 0
+	for p := range pages {
+		if p.err != nil {
+			return n, p.err
+		}
+		ds := p.ds
 		for i := 0; i < len(ds); {
 			j := i + 1
 			for j < len(ds) && ds[j].LSN == ds[i].LSN {
 				j++
 			}
-			if ds[i].LSN <= since || ds[i].LSN > upto || (i > 0 && ds[i].LSN < ds[i-1].LSN) {
+			if ds[i].LSN <= since || ds[i].LSN > upto {
 				return n, errors.New("hub: store returned deltas out of range or order")
 			}
 			if err := c.enqueueWait(ctx, h.frameOf(nil, newItems(ds[i:j]), c.codec)); err != nil {
 				return n, err
 			}
 			n += j - i
+			since = ds[i].LSN
 			i = j
 		}
-		if len(ds) < h.cfg.ReplayPage || len(ds) == 0 {
-			break
-		}
-		since = ds[len(ds)-1].LSN
 	}
 	return n, nil
 }
