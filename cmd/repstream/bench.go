@@ -53,7 +53,7 @@ func init() {
 			}
 			return bench.Run(cmd.Context(), o)
 		}
-		cmd.AddCommand(benchClientCmd(), benchServeCmd())
+		cmd.AddCommand(benchClientCmd(), benchServeCmd(), benchFloorCmd())
 		return cmd
 	})
 }
@@ -66,6 +66,12 @@ func benchClientCmd() *cobra.Command {
 		return bench.RunClient(cmd.Context(), *url, os.Stdin, os.Stdout)
 	}
 	return cmd
+}
+
+// benchFloorCmd is the fan-out baseline: a bare gorilla broadcast server.
+func benchFloorCmd() *cobra.Command {
+	return &cobra.Command{Use: "floor", Short: "bare WebSocket broadcast server (the fan-out baseline)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return bench.RunFloor(cmd.Context(), cmd.OutOrStdout()) }}
 }
 
 // benchServeCmd is `serve` with profiling: the same runService, plus

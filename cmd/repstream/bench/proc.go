@@ -119,8 +119,11 @@ type clients struct {
 	out *bufio.Scanner
 }
 
-func (e *env) startClients() (*clients, error) {
-	cmd := exec.Command(e.self, "bench", "client", "--url", e.wsURL)
+func (e *env) startClients() (*clients, error) { return e.startClientsFor(e.wsURL) }
+
+// startClientsFor starts a client process against another server's URL.
+func (e *env) startClientsFor(url string) (*clients, error) {
+	cmd := exec.Command(e.self, "bench", "client", "--url", url)
 	cmd.Stderr = e.cliLog
 	in, err := cmd.StdinPipe()
 	if err != nil {

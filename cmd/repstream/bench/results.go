@@ -71,6 +71,9 @@ func (e *env) render(took time.Duration) string {
 const methodText = `
 ## How each figure is measured
 
+Each measurement starts with a Postgres CHECKPOINT, so the WAL one
+measurement wrote is not flushed during the next.
+
 - **backlog drain**: the service is stopped (SIGTERM), a second slot is
   created on the same publication, and N single-row review transactions
   (and, separately, N rows in 1,000-row transactions) are committed. Then
@@ -98,6 +101,11 @@ const methodText = `
   the source commit timestamp (after.updated_at, millisecond precision, so
   up to +1 ms) to the frame's arrival. A step is held if p99 ≤ 50 ms, at least
   95% of the expected deliveries arrived, and no connection was dropped.
+  The baseline, the floor, is the same ramp with the same client process
+  against a bare gorilla/websocket broadcast server (` + "`repstream bench floor`" + `:
+  a reader and a writer goroutine per connection, a channel between them,
+  no Postgres, no store, no hub), which sends the deltas itself: what the
+  floor cannot hold on this machine, no server built that way can.
 - **memory per idle connection**: service RSS (VmRSS) before and after the
   10,000 connections connected and subscribed, divided by 10,000.
 - **resume**: a client 10,000 deltas behind on one subject resubscribes with
