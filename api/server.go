@@ -71,6 +71,9 @@ type Server struct {
 	sessions sync.WaitGroup // Add only under mu while not draining
 	nconns   atomic.Int64
 	handler  http.Handler
+
+	wsMu sync.Mutex
+	ws   *wsShared // guarded by wsMu; the sessions' pinger and drain goroutines, while there are sessions
 }
 
 // NewServer checks the options and builds the server and its hub.

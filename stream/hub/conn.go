@@ -9,10 +9,16 @@ import (
 
 // Conn is one client connection's side of the hub: a bounded queue of
 // encoded frames, and its subscriptions. The hub and the connection's
-// request handling enqueue; one writer goroutine (the WebSocket session)
-// drains the queue with Wait and Pop. Enqueueing never blocks the pipeline:
-// when the queue overflows the connection is closed with 4008 and its frames
-// are dropped.
+// request handling enqueue; one writer drains the queue. Enqueueing never
+// blocks the pipeline: when the queue overflows the connection is closed
+// with 4008 and its frames are dropped.
+//
+// The writer is either a goroutine of its own that waits on Wake and Done
+// and takes frames with Pop, or, after SetDrain, a drain that runs only
+// while there is something to do: the connection starts it (SetDrain's
+// start) when work arrives for a parked writer, and the drain takes its work
+// with Next until Next parks it. An idle connection then has no writer
+// goroutine at all.
 //
 // Conn is safe for concurrent use.
 type Conn struct {
@@ -23,10 +29,13 @@ type Conn struct {
 	q         [][]byte      // guarded by mu
 	qBytes    int           // guarded by mu
 	closed    bool          // guarded by mu
+	running   bool          // guarded by mu; the drain is started and not parked
+	poked     bool          // guarded by mu; Poke since the drain's last Next
 	code      int           // guarded by mu
 	reason    string        // guarded by mu
 	spaceWait chan struct{} // guarded by mu; closed when the queue drains below the soft limit
-	wake      chan struct{} // cap 1: frames are queued
+	start     func()        // guarded by mu; set by SetDrain: starts the drain
+	wake      chan struct{} // cap 1: frames are queued (nil after SetDrain)
 	done      chan struct{} // closed by Close
 
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
@@ -97,14 +106,111 @@ func (c *Conn) pushLocked(frame []byte) {
 	c.qBytes += len(frame)
 	c.lastSend.Store(time.Now().UnixNano())
 	c.h.m.enqueued.Inc()
+	c.wakeLocked()
+}
+
+// wakeLocked tells the writer there is work: it starts a parked drain, or
+// signals Wake when no drain is set. Called with mu held.
+func (c *Conn) wakeLocked() {
+	if c.start != nil {
+		if !c.running {
+			c.running = true
+			c.start()
+		}
+		return
+	}
 	select {
 	case c.wake <- struct{}{}:
 	default:
 	}
 }
 
-// Wake is signalled when frames are queued.
-func (c *Conn) Wake() <-chan struct{} { return c.wake }
+// Wake is signalled when frames are queued. A connection with a drain
+// (SetDrain) has none: Wake returns nil.
+func (c *Conn) Wake() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.wake
+}
+
+// SetDrain makes the connection drive its writer: from now on, whenever
+// frames are queued, Poke is called or the connection is closed while the
+// writer is parked, start is called to run the drain, which must take its
+// work with Next until Next parks it (ok false) or reports the connection
+// closed. At most one drain runs at a time, and no wake-up is lost: work
+// that arrives while a drain runs is returned by its next Next.
+//
+// start is called with the connection's lock held (by Enqueue, Poke, Close
+// or SetDrain itself, on whichever goroutine calls them): it must not call
+// back into c or block; typically it is `go drain()`. Frames queued before
+// SetDrain start the drain at once. Set it once, before relying on it;
+// Wake is not signalled afterwards (its channel is dropped).
+func (c *Conn) SetDrain(start func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.start, c.wake = start, nil
+	if len(c.q) > 0 || c.closed || c.poked {
+		c.wakeLocked()
+	}
+}
+
+// Poke wakes the drain for work of the writer's own (a WebSocket ping):
+// the next batch from Next has Poked set. It does nothing on a closed
+// connection.
+func (c *Conn) Poke() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.poked = true
+	c.wakeLocked()
+}
+
+// Batch is the work Next hands the drain.
+type Batch struct {
+	// Frames are the queued frames, in order. The drain must not modify
+	// them: the same bytes go to other connections.
+	Frames [][]byte
+	// Poked tells that Poke was called since the previous batch.
+	Poked bool
+	// Closed tells that the connection is closed (Closed gives the code
+	// and reason; queued frames were dropped): the drain writes the close
+	// and returns without calling Next again. The connection never starts
+	// a drain again.
+	Closed bool
+}
+
+// Next takes the drain's next batch. When there is nothing to do it parks
+// the drain and returns ok false: the drain must return, and the next
+// Enqueue, Poke or Close starts it again. Both happen under one hold of the
+// connection's lock, so work queued concurrently either is in this batch or
+// starts a new drain.
+//
+// written is the previous batch's Frames, all written (or nil): Next
+// clears it and reuses it for the queue, so a busy connection does not
+// allocate a queue per batch and an idle one holds none.
+func (c *Conn) Next(written [][]byte) (b Batch, ok bool) {
+	clear(written)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.closed:
+		return Batch{Closed: true}, true // running stays set: no drain again
+	case len(c.q) == 0 && !c.poked:
+		c.running = false
+		c.q = nil
+		return Batch{}, false
+	}
+	b = Batch{Frames: c.q, Poked: c.poked}
+	c.poked = false
+	c.q, c.qBytes = written[:0], 0
+	if c.spaceWait != nil {
+		close(c.spaceWait)
+		c.spaceWait = nil
+	}
+	return b, true
+}
 
 // Done is closed when the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
@@ -124,7 +230,8 @@ func (c *Conn) Pop() [][]byte {
 }
 
 // Close closes the connection with a WebSocket close code and reason and
-// drops its queue. The first call wins; later calls are no-ops.
+// drops its queue; a parked drain is started to write the close. The first
+// call wins; later calls are no-ops.
 func (c *Conn) Close(code int, reason string) {
 	c.mu.Lock()
 	if c.closed {
@@ -136,6 +243,10 @@ func (c *Conn) Close(code int, reason string) {
 		c.h.m.dropped.Add(float64(n))
 	}
 	c.q, c.qBytes = nil, 0
+	if c.start != nil {
+		c.poked = false
+		c.wakeLocked()
+	}
 	c.mu.Unlock()
 	close(c.done)
 }
