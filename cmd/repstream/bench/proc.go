@@ -172,6 +172,36 @@ func (c *clients) stop() {
 	}
 }
 
+// gauge reads a gauge (or counter) from the service's /metrics.
+func (e *env) gauge(name string) (float64, error) {
+	resp, err := http.Get(e.httpURL + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
+			return strconv.ParseFloat(f[1], 64)
+		}
+	}
+	return 0, fmt.Errorf("bench: no metric %s", name)
+}
+
+// goMemKB is the Go heap and stack in use, in KiB: what the service's
+// objects hold, without the runtime's free memory that RSS also counts.
+func (e *env) goMemKB() (float64, error) {
+	heap, err := e.gauge("go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return 0, err
+	}
+	stack, err := e.gauge("go_memstats_stack_inuse_bytes")
+	return (heap + stack) / 1024, err
+}
+
 // metric reads a histogram's _sum and _count from the service's /metrics
 // (since the service started).
 func (e *env) metric(name string) (sum, count float64, err error) {

@@ -107,7 +107,12 @@ measurement wrote is not flushed during the next.
   no Postgres, no store, no hub), which sends the deltas itself: what the
   floor cannot hold on this machine, no server built that way can.
 - **memory per idle connection**: service RSS (VmRSS) before and after the
-  10,000 connections connected and subscribed, divided by 10,000.
+  10,000 connections connected and subscribed, divided by 10,000. Beside
+  it, the Go heap and stacks in use (go_memstats_heap_inuse_bytes +
+  go_memstats_stack_inuse_bytes from /metrics), before and after: RSS also
+  holds the garbage collector's headroom (GOGC=100 lets the heap reach twice
+  what is live) and memory freed after the connect burst that the runtime
+  has not yet returned to the kernel.
 - **resume**: a client 10,000 deltas behind on one subject resubscribes with
   its cursor; time from sending subscribe to the 10,000th delta (in memory:
   the hub's ring; from the store: the service restarted with api.ring_deltas: -1).
