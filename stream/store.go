@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -146,22 +147,47 @@ func scanDelta(row pgx.Row) (Delta, error) {
 }
 
 // Deltas returns the selected deltas with since < lsn <= upto in LSN order.
-// A limit never splits a transaction.
+// A limit never splits a transaction: a full page is completed with the rest
+// of its last transaction.
 func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit int) ([]Delta, error) {
 	args := []any{since, upto}
-	where := selWhere(sel, &args)
-	q := `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + where
+	lim := ""
 	if limit > 0 {
-		// Cut at a transaction boundary: take whole LSNs up to the limit-th row.
-		q = `WITH d AS (` + q + ` ORDER BY lsn, subject LIMIT ` + fmt.Sprint(limit) + `)
-SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= coalesce((SELECT max(lsn) FROM d), $1) AND ` + where
+		lim = ` LIMIT ` + strconv.Itoa(limit)
 	}
-	q += ` ORDER BY lsn, subject`
+	var q string
+	switch {
+	case len(sel.Subjects) == 1 && sel.Prefix == "":
+		// The primary key (subject, lsn) yields one subject's deltas in
+		// order: the scan stops at the limit.
+		args = append(args, sel.Subjects[0])
+		q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE subject = $3 AND lsn > $1 AND lsn <= $2 ORDER BY lsn` + lim
+	case len(sel.Subjects) > 1 && sel.Prefix == "" && limit > 0:
+		// subject = ANY(...) would sort every remaining delta of the list
+		// for each page; take at most a page per subject, in order, instead.
+		args = append(args, sel.Subjects)
+		q = `SELECT d.* FROM (SELECT DISTINCT unnest($3::text[]) AS subject) AS s, LATERAL (
+    SELECT ` + deltaCols + ` FROM repstream.deltas WHERE subject = s.subject AND lsn > $1 AND lsn <= $2 ORDER BY lsn` + lim + `
+) AS d ORDER BY d.lsn, d.subject` + lim
+	default:
+		q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + selWhere(sel, &args) + ` ORDER BY lsn, subject` + lim
+	}
+	out, err := s.collectDeltas(ctx, nil, q, args)
+	if err != nil || limit <= 0 || len(out) < limit {
+		return out, err
+	}
+	last := out[len(out)-1]
+	args = []any{last.LSN, last.Subject}
+	q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn = $1 AND subject > $2 AND ` + selWhere(sel, &args) + ` ORDER BY subject`
+	return s.collectDeltas(ctx, out, q, args)
+}
+
+func (s *Store) collectDeltas(ctx context.Context, out []Delta, q string, args []any) ([]Delta, error) {
 	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: read deltas: %w", err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Delta, error) { return scanDelta(r) })
+	out, err = pgx.AppendRows(out, rows, func(r pgx.CollectableRow) (Delta, error) { return scanDelta(r) })
 	if err != nil {
 		return nil, fmt.Errorf("stream: read deltas: %w", err)
 	}

@@ -2,6 +2,8 @@ package stream_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +97,32 @@ func TestDeltasLimitKeepsTransactionsWhole(t *testing.T) {
 	}
 	if len(rest) != 1 || rest[0].Subject != "seller:1" || rest[0].Version != 2 {
 		t.Fatalf("second page %+v; want seller:1 v2 alone", rest)
+	}
+
+	// Subject lists take their own query paths (one subject; several, named
+	// twice): the same pages, in (lsn, subject) order, each delta once.
+	for _, subjects := range [][]string{{"seller:1"}, {"seller:3", "seller:1", "seller:3"}} {
+		var got []string
+		since := m.LogFrom
+		for {
+			page, err := e.Store().Deltas(ctx, stream.Selector{Subjects: subjects}, since, m.Checkpoint, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			for _, d := range page {
+				got = append(got, fmt.Sprintf("%s v%d", d.Subject, d.Version))
+			}
+			since = page[len(page)-1].LSN
+		}
+		want := "seller:1 v1, seller:1 v2"
+		if len(subjects) > 1 {
+			want = "seller:1 v1, seller:3 v1, seller:1 v2"
+		}
+		if g := strings.Join(got, ", "); g != want {
+			t.Errorf("subjects %v, pages of 1: %s; want %s", subjects, g, want)
+		}
 	}
 }
