@@ -243,7 +243,28 @@ func dialSubscribe(ctx context.Context, url string, sub wire.ClientMessage) (*we
 		ws.Close()
 		return nil, err
 	}
-	return ws, nil
+	if sub.HasSince {
+		return ws, nil
+	}
+	// A snapshot follows; take all of it before anything is timed (earlier
+	// runs' subjects would otherwise queue ahead of the first deltas).
+	_ = ws.SetReadDeadline(time.Now().Add(60 * time.Second))
+	defer ws.SetReadDeadline(time.Time{}) //nolint:errcheck
+	for {
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			ws.Close()
+			return nil, err
+		}
+		m, err := wire.JSON{}.DecodeServer(b)
+		if err != nil {
+			ws.Close()
+			return nil, err
+		}
+		if m.Type == wire.TypeSnapshot && !m.More {
+			return ws, nil
+		}
+	}
 }
 
 func expect(ws *websocket.Conn, typ string) error {
