@@ -123,7 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		grant = &Grant{All: true}
 	}
 	codec := s.codecs[codecIdx]
-	ss := &session{srv: s, ws: ws, codec: codec, hc: s.hub.Connect(codecIdx), lsnOf: deltaLSNFunc(codec), binary: codec.Binary()}
+	ss := &session{srv: s, ws: ws, codec: codec, hc: s.hub.Connect(codecIdx), binary: codec.Binary()}
 	s.m.sessions.Inc()
 	started := false
 	defer func() {
@@ -203,7 +203,6 @@ type session struct {
 	srv   *Server
 	ws    *websocket.Conn
 	codec wire.Codec
-	lsnOf func([]byte) (stream.LSN, bool) // reads a delta frame's lsn, for joining; nil: never join
 	hc    *hub.Conn
 	// wg counts the drain and worker goroutines. The drain is started
 	// under the hub connection's lock, and the worker by the reader, so
@@ -490,7 +489,7 @@ func (ss *session) startDrain() {
 func (ss *session) drain() {
 	defer ss.wg.Done()
 	s := ss.srv
-	var written [][]byte
+	var written []hub.Frame
 	for {
 		b, ok := ss.hc.Next(written)
 		if !ok {
@@ -558,7 +557,7 @@ func (ss *session) onPing(payload string) error {
 // frame still gets most of WriteTimeout. A closed connection stops the
 // batch (its queue is dropped). False means the socket failed and is
 // closed.
-func (ss *session) write(fs [][]byte) bool {
+func (ss *session) write(fs []hub.Frame) bool {
 	if len(fs) == 0 {
 		return true
 	}
@@ -590,7 +589,7 @@ func (ss *session) write(fs [][]byte) bool {
 			}
 		}
 		var f []byte
-		f, i = joinDeltas(ss.codec, ss.lsnOf, fs, i)
+		f, i = joinDeltas(ss.codec, fs, i)
 		if err := ss.ws.WriteMessage(mt, f); err != nil {
 			ss.hc.Close(CloseGoingAway, "write failed")
 			_ = ss.ws.NetConn().Close()

@@ -362,7 +362,7 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 	chunk := h.cfg.SnapshotChunk
 	for i := 0; i == 0 || i < len(states); i += chunk {
 		part := states[i:min(i+chunk, len(states))]
-		if err := c.enqueueWait(ctx, codec.Snapshot(r.ID, hs, part, i+chunk < len(states))); err != nil {
+		if err := c.enqueueWait(ctx, Frame{Bytes: codec.Snapshot(r.ID, hs, part, i+chunk < len(states))}); err != nil {
 			return Result{}, err
 		}
 	}

@@ -91,16 +91,17 @@ func (t *txn) order(items []*item) []*item {
 	return slices.Compact(items)
 }
 
-// frameOf encodes items, all of one transaction, as one frame. When items is
-// the whole transaction the frame is shared.
-func (h *Hub) frameOf(t *txn, items []*item, ci int) []byte {
+// frameOf encodes items, a connection's share of one transaction (or a
+// throttle's flush), as one frame. When items is the whole transaction the
+// frame is shared.
+func (h *Hub) frameOf(t *txn, items []*item, ci int) Frame {
 	if len(items) == 1 {
-		return items[0].frame(h, ci)
+		return Frame{Bytes: items[0].frame(h, ci), DeltaLSN: items[0].d.LSN}
 	}
 	if t != nil && len(items) == len(t.items) {
-		return t.full[ci].get(func() []byte { return h.joinFrames(items, ci) })
+		return Frame{Bytes: t.full[ci].get(func() []byte { return h.joinFrames(items, ci) })}
 	}
-	return h.joinFrames(items, ci)
+	return Frame{Bytes: h.joinFrames(items, ci)}
 }
 
 func (h *Hub) joinFrames(items []*item, ci int) []byte {

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/repstream/repstream/stream"
 )
 
 // Conn is one client connection's side of the hub: a bounded queue of
@@ -13,12 +15,10 @@ import (
 // blocks the pipeline: when the queue overflows the connection is closed
 // with 4008 and its frames are dropped.
 //
-// The writer is either a goroutine of its own that waits on Wake and Done
-// and takes frames with Pop, or, after SetDrain, a drain that runs only
-// while there is something to do: the connection starts it (SetDrain's
-// start) when work arrives for a parked writer, and the drain takes its work
-// with Next until Next parks it. An idle connection then has no writer
-// goroutine at all.
+// The writer is a drain that runs only while there is something to do: the
+// connection starts it (SetDrain's start) when work arrives for a parked
+// writer, and the drain takes its work with Next until Next parks it. An
+// idle connection has no writer goroutine at all.
 //
 // Conn is safe for concurrent use.
 type Conn struct {
@@ -26,7 +26,7 @@ type Conn struct {
 	codec int
 
 	mu        sync.Mutex
-	q         [][]byte      // guarded by mu
+	q         []Frame       // guarded by mu
 	qBytes    int           // guarded by mu
 	closed    bool          // guarded by mu
 	running   bool          // guarded by mu; the drain is started and not parked
@@ -35,7 +35,6 @@ type Conn struct {
 	reason    string        // guarded by mu
 	spaceWait chan struct{} // guarded by mu; closed when the queue drains below the soft limit
 	start     func()        // guarded by mu; set by SetDrain: starts the drain
-	wake      chan struct{} // cap 1: frames are queued (nil after SetDrain)
 	done      chan struct{} // closed by Close
 
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
@@ -49,17 +48,30 @@ type Conn struct {
 // Codec returns the index of the connection's codec in the hub's Codecs.
 func (c *Conn) Codec() int { return c.codec }
 
+// Frame is one queued frame. The drain must not modify Bytes: the same
+// bytes go to other connections.
+type Frame struct {
+	Bytes []byte
+	// DeltaLSN is the LSN of the one delta the frame holds, when it is a
+	// "delta" frame: a whole transaction's share for the connection, which
+	// the writer may join with its neighbours into one "deltas" frame.
+	// Zero for every other frame.
+	DeltaLSN stream.LSN
+}
+
 // Enqueue queues a frame without waiting. If the queue is full the
 // connection is closed with 4008 and false is returned; a closed connection
 // also returns false.
-func (c *Conn) Enqueue(frame []byte) bool {
+func (c *Conn) Enqueue(frame []byte) bool { return c.enqueue(Frame{Bytes: frame}) }
+
+func (c *Conn) enqueue(frame Frame) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		c.h.m.dropped.Inc()
 		return false
 	}
-	if len(c.q) > 0 && (c.qBytes+len(frame) > c.h.cfg.QueueBytes || len(c.q) >= c.h.cfg.QueueFrames) {
+	if len(c.q) > 0 && (c.qBytes+len(frame.Bytes) > c.h.cfg.QueueBytes || len(c.q) >= c.h.cfg.QueueFrames) {
 		c.mu.Unlock()
 		c.h.m.slow.Inc()
 		c.h.logger.Info("hub: slow consumer disconnected", "queued_bytes", c.qBytes, "queued_frames", len(c.q))
@@ -74,14 +86,14 @@ func (c *Conn) Enqueue(frame []byte) bool {
 
 // enqueueWait queues a frame, waiting while the queue is above half its
 // bound: catch-up paces itself by the client instead of overflowing.
-func (c *Conn) enqueueWait(ctx context.Context, frame []byte) error {
+func (c *Conn) enqueueWait(ctx context.Context, frame Frame) error {
 	for {
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
 			return ErrClosed
 		}
-		if len(c.q) == 0 || (c.qBytes+len(frame) <= c.h.cfg.QueueBytes/2 && len(c.q) < c.h.cfg.QueueFrames/2) {
+		if len(c.q) == 0 || (c.qBytes+len(frame.Bytes) <= c.h.cfg.QueueBytes/2 && len(c.q) < c.h.cfg.QueueFrames/2) {
 			c.pushLocked(frame)
 			c.mu.Unlock()
 			return nil
@@ -101,36 +113,20 @@ func (c *Conn) enqueueWait(ctx context.Context, frame []byte) error {
 	}
 }
 
-func (c *Conn) pushLocked(frame []byte) {
+func (c *Conn) pushLocked(frame Frame) {
 	c.q = append(c.q, frame)
-	c.qBytes += len(frame)
+	c.qBytes += len(frame.Bytes)
 	c.lastSend.Store(time.Now().UnixNano())
 	c.h.m.enqueued.Inc()
 	c.wakeLocked()
 }
 
-// wakeLocked tells the writer there is work: it starts a parked drain, or
-// signals Wake when no drain is set. Called with mu held.
+// wakeLocked starts a parked drain: there is work. Called with mu held.
 func (c *Conn) wakeLocked() {
-	if c.start != nil {
-		if !c.running {
-			c.running = true
-			c.start()
-		}
-		return
+	if c.start != nil && !c.running {
+		c.running = true
+		c.start()
 	}
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-// Wake is signalled when frames are queued. A connection with a drain
-// (SetDrain) has none: Wake returns nil.
-func (c *Conn) Wake() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.wake
 }
 
 // SetDrain makes the connection drive its writer: from now on, whenever
@@ -143,12 +139,12 @@ func (c *Conn) Wake() <-chan struct{} {
 // start is called with the connection's lock held (by Enqueue, Poke, Close
 // or SetDrain itself, on whichever goroutine calls them): it must not call
 // back into c or block; typically it is `go drain()`. Frames queued before
-// SetDrain start the drain at once. Set it once, before relying on it;
-// Wake is not signalled afterwards (its channel is dropped).
+// SetDrain start the drain at once. Set it once. Without a drain, frames
+// wait until Next is called.
 func (c *Conn) SetDrain(start func()) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.start, c.wake = start, nil
+	c.start = start
 	if len(c.q) > 0 || c.closed || c.poked {
 		c.wakeLocked()
 	}
@@ -169,9 +165,8 @@ func (c *Conn) Poke() {
 
 // Batch is the work Next hands the drain.
 type Batch struct {
-	// Frames are the queued frames, in order. The drain must not modify
-	// them: the same bytes go to other connections.
-	Frames [][]byte
+	// Frames are the queued frames, in order.
+	Frames []Frame
 	// Poked tells that Poke was called since the previous batch.
 	Poked bool
 	// Closed tells that the connection is closed (Closed gives the code
@@ -190,7 +185,7 @@ type Batch struct {
 // written is the previous batch's Frames, all written (or nil): Next
 // clears it and reuses it for the queue, so a busy connection does not
 // allocate a queue per batch and an idle one holds none.
-func (c *Conn) Next(written [][]byte) (b Batch, ok bool) {
+func (c *Conn) Next(written []Frame) (b Batch, ok bool) {
 	clear(written)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -214,20 +209,6 @@ func (c *Conn) Next(written [][]byte) (b Batch, ok bool) {
 
 // Done is closed when the connection is closed.
 func (c *Conn) Done() <-chan struct{} { return c.done }
-
-// Pop takes every queued frame, in order. The writer must not modify them:
-// the same bytes go to other connections.
-func (c *Conn) Pop() [][]byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	q := c.q
-	c.q, c.qBytes = nil, 0
-	if c.spaceWait != nil {
-		close(c.spaceWait)
-		c.spaceWait = nil
-	}
-	return q
-}
 
 // Close closes the connection with a WebSocket close code and reason and
 // drops its queue; a parked drain is started to write the close. The first

@@ -50,7 +50,7 @@ func newDrainer(c *hub.Conn) *drainer {
 func (d *drainer) run() {
 	defer d.wg.Done()
 	defer d.ends.Add(1)
-	var written [][]byte
+	var written []hub.Frame
 	for {
 		// Nothing of the drain's is touched after a Next that parks it:
 		// the next drain may be running by then.
@@ -69,7 +69,9 @@ func (d *drainer) run() {
 		if b.Poked {
 			d.pokes++
 		}
-		d.frames = append(d.frames, b.Frames...)
+		for _, f := range b.Frames {
+			d.frames = append(d.frames, f.Bytes)
+		}
 		if d.slow {
 			runtime.Gosched()
 		}

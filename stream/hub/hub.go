@@ -237,7 +237,7 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 			if len(items) > 1 {
 				items = t.order(items)
 			}
-			c.Enqueue(h.frameOf(t, items, c.codec))
+			c.enqueue(h.frameOf(t, items, c.codec))
 			delete(h.scratch, c)
 		}
 	}
@@ -303,7 +303,6 @@ func (h *Hub) Connect(codec int) *Conn {
 	}
 	c := &Conn{
 		h: h, codec: codec,
-		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 		subs: make(map[*sub]struct{}),
 	}

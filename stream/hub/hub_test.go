@@ -71,6 +71,13 @@ type reader struct {
 
 func newReader(t testing.TB, c *hub.Conn, codec wire.Codec) *reader {
 	r := &reader{c: c, codec: codec, msgs: make(chan wire.ServerMessage, 1<<16), stop: make(chan struct{}), done: make(chan struct{})}
+	wake := make(chan struct{}, 1)
+	c.SetDrain(func() { // as the WebSocket session's drain, on one goroutine
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
 	go func() {
 		defer close(r.done)
 		for {
@@ -79,19 +86,35 @@ func newReader(t testing.TB, c *hub.Conn, codec wire.Codec) *reader {
 				return
 			case <-c.Done():
 				return
-			case <-c.Wake():
+			case <-wake:
 			}
-			for _, f := range c.Pop() {
-				m, err := codec.DecodeServer(f)
-				if err != nil {
-					t.Errorf("decode: %v", err)
-					return
+			for {
+				b, ok := c.Next(nil)
+				if !ok || b.Closed {
+					break
 				}
-				r.msgs <- m
+				for _, f := range b.Frames {
+					m, err := codec.DecodeServer(f.Bytes)
+					if err != nil {
+						t.Errorf("decode: %v", err)
+						return
+					}
+					r.msgs <- m
+				}
 			}
 		}
 	}()
 	return r
+}
+
+// pop takes the frames queued for c, as a writer would.
+func pop(c *hub.Conn) [][]byte {
+	b, _ := c.Next(nil)
+	var fs [][]byte
+	for _, f := range b.Frames {
+		fs = append(fs, f.Bytes)
+	}
+	return fs
 }
 
 func (r *reader) close() {
@@ -216,6 +239,33 @@ func TestPublishFrames(t *testing.T) {
 	}
 }
 
+// TestDeltaLSNMarksSingleDeltaFrames: the writer joins only frames the hub
+// marks as holding one delta (a connection's whole share of a transaction);
+// subscribed, snapshot and multi-delta frames carry no mark.
+func TestDeltaLSNMarksSingleDeltaFrames(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	c := r.h.Connect(0)
+	defer r.h.Disconnect(c)
+	if _, err := c.Subscribe(context.Background(), hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}}); err != nil {
+		t.Fatal(err)
+	}
+	one := r.write(hub.Op{Subject: "seller:1", Score: 4e6})
+	two := r.write(hub.Op{Subject: "seller:1", Score: 3e6}, hub.Op{Subject: "seller:2", Score: 5e6})
+	b, _ := c.Next(nil)
+	var got []string
+	for _, f := range b.Frames {
+		m, err := wire.JSON{}.DecodeServer(f.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s:%s", m.Type, f.DeltaLSN))
+	}
+	want := fmt.Sprintf("[subscribed:0/0 snapshot:0/0 delta:%s deltas:0/0]", one.LSN)
+	if fmt.Sprint(got) != want {
+		t.Fatalf("frames %v, want %s (the two-delta transaction %s unmarked)", got, want, two.LSN)
+	}
+}
+
 func TestSharedEncoding(t *testing.T) {
 	r := newRig(t, hub.Config{})
 	ctx := context.Background()
@@ -226,13 +276,13 @@ func TestSharedEncoding(t *testing.T) {
 		if _, err := c.Subscribe(ctx, hub.Request{Sel: stream.Selector{Prefix: "s"}}); err != nil {
 			t.Fatal(err)
 		}
-		c.Pop()
+		pop(c)
 		conns = append(conns, c)
 	}
 	r.write(hub.Op{Subject: "s1", Score: 1e6})
 	var first []byte
 	for _, c := range conns {
-		fs := c.Pop()
+		fs := pop(c)
 		if len(fs) != 1 {
 			t.Fatalf("%d frames", len(fs))
 		}
@@ -256,7 +306,7 @@ func TestCursorRules(t *testing.T) {
 		defer r.h.Disconnect(c)
 		res, err := c.Subscribe(ctx, hub.Request{ID: 3, Sel: stream.Selector{Prefix: "seller:"}, Since: &since, Epoch: epoch})
 		var ms []wire.ServerMessage
-		for _, f := range c.Pop() {
+		for _, f := range pop(c) {
 			m, _ := wire.JSON{}.DecodeServer(f)
 			ms = append(ms, m)
 		}

@@ -25,7 +25,7 @@ func BenchmarkPublish(b *testing.B) {
 		if _, err := c.Subscribe(ctx, hub.Request{ID: 1, Sel: sel}); err != nil {
 			b.Fatal(err)
 		}
-		c.Pop()
+		c.Next(nil)
 		cs[i] = c
 	}
 	defer func() {
@@ -52,7 +52,7 @@ func BenchmarkPublish(b *testing.B) {
 		if i%100 == 99 {
 			b.StopTimer()
 			for _, c := range cs {
-				c.Pop()
+				c.Next(nil)
 			}
 			b.StartTimer()
 		}

@@ -62,6 +62,6 @@ func (h *Hub) flush(s *sub) {
 	s.pending = nil
 	s.lastFlush = time.Now()
 	c := s.conn
-	c.Enqueue(h.frameOf(nil, items, c.codec))
+	c.enqueue(h.frameOf(nil, items, c.codec))
 	h.m.flushes.Inc()
 }

@@ -77,9 +77,10 @@ func waitFor(cond func() bool) {
 // txnFrames returns the frames of c's queue that carry a delta at lsn.
 func txnFrames(c *Conn, lsn stream.LSN) []string {
 	var out []string
-	for _, f := range c.Pop() {
-		if strings.Contains(string(f), "@"+lsn.String()) {
-			out = append(out, string(f))
+	b, _ := c.Next(nil)
+	for _, f := range b.Frames {
+		if strings.Contains(string(f.Bytes), "@"+lsn.String()) {
+			out = append(out, string(f.Bytes))
 		}
 	}
 	return out
@@ -163,7 +164,7 @@ func TestTxnNeverSplitAcrossFrames(t *testing.T) {
 			t.Fatal(err)
 		}
 		sa := onlySub(ca)
-		ca.Pop()
+		ca.Next(nil)
 
 		tx := commit(t, h, log.MemLog, 0x1011, "seller:1", "seller:2")
 		sb.mu.Lock()
