@@ -248,26 +248,20 @@ func dialSubscribe(ctx context.Context, url string, sub wire.ClientMessage) (*we
 	}
 	// A snapshot follows; take all of it before anything is timed (earlier
 	// runs' subjects would otherwise queue ahead of the first deltas).
-	_ = ws.SetReadDeadline(time.Now().Add(60 * time.Second))
-	defer ws.SetReadDeadline(time.Time{}) //nolint:errcheck
-	for {
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			ws.Close()
-			return nil, err
-		}
-		m, err := wire.JSON{}.DecodeServer(b)
-		if err != nil {
-			ws.Close()
-			return nil, err
-		}
-		if m.Type == wire.TypeSnapshot && !m.More {
-			return ws, nil
-		}
+	if err := readUntil(ws, func(m wire.ServerMessage) bool { return m.Type == wire.TypeSnapshot && !m.More }); err != nil {
+		ws.Close()
+		return nil, err
 	}
+	return ws, nil
 }
 
 func expect(ws *websocket.Conn, typ string) error {
+	return readUntil(ws, func(m wire.ServerMessage) bool { return m.Type == typ })
+}
+
+// readUntil reads messages until done says so, within 30 s; an error
+// message ends it with that error.
+func readUntil(ws *websocket.Conn, done func(wire.ServerMessage) bool) error {
 	_ = ws.SetReadDeadline(time.Now().Add(30 * time.Second))
 	defer ws.SetReadDeadline(time.Time{}) //nolint:errcheck
 	for {
@@ -279,7 +273,7 @@ func expect(ws *websocket.Conn, typ string) error {
 		if err != nil {
 			return err
 		}
-		if m.Type == typ {
+		if done(m) {
 			return nil
 		}
 		if m.Type == wire.TypeError {

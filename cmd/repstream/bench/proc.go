@@ -172,60 +172,46 @@ func (c *clients) stop() {
 	}
 }
 
-// gauge reads a gauge (or counter) from the service's /metrics.
-func (e *env) gauge(name string) (float64, error) {
+// scrape reads the service's /metrics: every unlabelled sample by name.
+func (e *env) scrape() (map[string]float64, error) {
 	resp, err := http.Get(e.httpURL + "/metrics")
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
+	out := map[string]float64{}
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) == 2 && f[0] == name {
-			return strconv.ParseFloat(f[1], 64)
+		if f := strings.Fields(l); len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				out[f[0]] = v
+			}
 		}
 	}
-	return 0, fmt.Errorf("bench: no metric %s", name)
+	return out, nil
 }
 
 // goMemKB is the Go heap and stack in use, in KiB: what the service's
 // objects hold, without the runtime's free memory that RSS also counts.
 func (e *env) goMemKB() (float64, error) {
-	heap, err := e.gauge("go_memstats_heap_inuse_bytes")
+	m, err := e.scrape()
 	if err != nil {
 		return 0, err
 	}
-	stack, err := e.gauge("go_memstats_stack_inuse_bytes")
-	return (heap + stack) / 1024, err
+	heap, ok1 := m["go_memstats_heap_inuse_bytes"]
+	stack, ok2 := m["go_memstats_stack_inuse_bytes"]
+	if !ok1 || !ok2 {
+		return 0, errors.New("bench: the service reports no go_memstats_heap_inuse_bytes or go_memstats_stack_inuse_bytes")
+	}
+	return (heap + stack) / 1024, nil
 }
 
 // metric reads a histogram's _sum and _count from the service's /metrics
 // (since the service started).
 func (e *env) metric(name string) (sum, count float64, err error) {
-	resp, err := http.Get(e.httpURL + "/metrics")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case name + "_sum":
-			sum = v
-		case name + "_count":
-			count = v
-		}
-	}
-	return sum, count, nil
+	m, err := e.scrape()
+	return m[name+"_sum"], m[name+"_count"], err
 }
