@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -150,14 +151,13 @@ SELECT source, key, vals::text[] FROM unnest($1::smallint[], $2::text[], $3::tex
 	sqlRowsUpdate = `UPDATE repstream.rows r SET vals = u.vals::text[]
 FROM unnest($1::smallint[], $2::text[], $3::text[]) AS u(source, key, vals)
 WHERE r.source = u.source AND r.key = u.key`
-	sqlStatesUpsert = `INSERT INTO repstream.subjects (subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at)
+	sqlStatesUpsert = `INSERT INTO repstream.subjects (` + stateCols + `)
 SELECT subject, count, sum_micro, mean, bayes, hist::bigint[], version, lsn::pg_lsn, updated_at
 FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::text[], $7::bigint[], $8::text[], $9::timestamptz[])
     AS u(subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at)
 ON CONFLICT (subject) DO UPDATE SET count = EXCLUDED.count, sum_micro = EXCLUDED.sum_micro, mean = EXCLUDED.mean,
     bayes = EXCLUDED.bayes, hist = EXCLUDED.hist, version = EXCLUDED.version, lsn = EXCLUDED.lsn, updated_at = EXCLUDED.updated_at`
-	sqlDeltasInsert = `INSERT INTO repstream.deltas (subject, lsn, version, count, sum_micro, mean, bayes, hist,
-    d_count, d_sum_micro, d_mean, d_bayes, committed_at)
+	sqlDeltasInsert = `INSERT INTO repstream.deltas (` + deltaCols + `)
 SELECT subject, lsn::pg_lsn, version, count, sum_micro, mean, bayes, hist::bigint[], d_count, d_sum_micro, d_mean, d_bayes, committed_at
 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::float8[], $7::float8[], $8::text[],
     $9::bigint[], $10::bigint[], $11::float8[], $12::float8[], $13::timestamptz[])
@@ -256,8 +256,7 @@ func (w *writer) copyDeltas(ctx context.Context, txns []Txn) error {
 		return []any{d.Subject, d.LSN, d.Version, d.After.Count, int64(d.After.Sum), d.After.Mean, d.After.Bayes, d.After.Hist,
 			d.Change.Count, int64(d.Change.Sum), d.Change.Mean, d.Change.Bayes, d.After.UpdatedAt}, nil
 	})
-	_, err := w.tx.CopyFrom(ctx, pgx.Identifier{"repstream", "deltas"},
-		[]string{"subject", "lsn", "version", "count", "sum_micro", "mean", "bayes", "hist", "d_count", "d_sum_micro", "d_mean", "d_bayes", "committed_at"}, src)
+	_, err := w.tx.CopyFrom(ctx, pgx.Identifier{"repstream", "deltas"}, strings.Split(deltaCols, ", "), src)
 	if err != nil {
 		return fmt.Errorf("stream: append deltas: %w", err)
 	}
