@@ -2,12 +2,15 @@ package stream
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/repstream/repstream/cdc/localpg"
+	"github.com/repstream/repstream/sql/migrations"
 )
 
 // The group write sends text[] and bigint[] values as array literals; every
@@ -60,4 +63,61 @@ func deref(vals []*string) []string {
 		}
 	}
 	return out
+}
+
+// A group whose write fails (here: a delta already in the log) leaves
+// nothing behind, and the writer's connection takes the next group: a
+// statement failing inside the pipelined BEGIN … COMMIT must not leave the
+// session in an aborted transaction. Both paths: small groups (one batch)
+// and big ones (COPY first).
+func TestFailedGroupLeavesNothingAndWriterGoesOn(t *testing.T) {
+	url, _ := localpg.NewDatabase(t)
+	if err := migrations.Up(url); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := newWriter(ctx, url, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close(ctx)
+	at := time.Now()
+	group := func(first LSN, n int, key string) (map[rowKey]shadowRow, []State, []Txn) {
+		v := "4"
+		var st State
+		txns := make([]Txn, n)
+		for i := range txns {
+			d := Fold(st, "seller:1", 1, 4_000000, nil, first+LSN(i), at, Prior{Mean: 3.5, Weight: 10})
+			st = d.After
+			txns[i] = Txn{LSN: d.LSN, CommitAt: at, Deltas: []Delta{d}}
+		}
+		return map[rowKey]shadowRow{{0, key}: {vals: []*string{&v}}}, []State{st}, txns
+	}
+	count := func(q string) (n int64) {
+		if err := w.conn.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, n := range []int{1, copyAbove + 1} {
+		base := LSN(1_000_000 * n)
+		dirty, states, txns := group(base, n, fmt.Sprint("ok", n))
+		if _, err := w.commitGroup(ctx, dirty, states, txns, base+LSN(n)); err != nil {
+			t.Fatal(err)
+		}
+		dirty, states, _ = group(base, n, fmt.Sprint("lost", n))
+		if _, err := w.commitGroup(ctx, dirty, states, txns, base+LSN(2*n)); err == nil {
+			t.Fatalf("%d deltas: writing logged deltas again did not fail", n)
+		}
+		if got := count(fmt.Sprintf(`SELECT count(*) FROM repstream.rows WHERE key = 'lost%d'`, n)); got != 0 {
+			t.Errorf("%d deltas: the failed group left its shadow row", n)
+		}
+		dirty, states, txns = group(base+LSN(3*n), n, fmt.Sprint("next", n))
+		if _, err := w.commitGroup(ctx, dirty, states, txns, base+LSN(4*n)); err != nil {
+			t.Fatalf("%d deltas: the group after a failed one: %v", n, err)
+		}
+		if got := count(fmt.Sprintf(`SELECT count(*) FROM repstream.rows WHERE key IN ('ok%d', 'next%d')`, n, n)); got != 2 {
+			t.Errorf("%d deltas: %d of the 2 good groups' shadow rows stored", n, got)
+		}
+	}
 }
