@@ -123,7 +123,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		grant = &Grant{All: true}
 	}
 	codec := s.codecs[codecIdx]
-	ss := &session{srv: s, ws: ws, codec: codec, hc: s.hub.Connect(codecIdx), binary: codec.Binary()}
+	ss := &session{srv: s, ws: ws, codec: codec, hc: s.hub.Connect(codecIdx)}
 	s.m.sessions.Inc()
 	started := false
 	defer func() {
@@ -221,11 +221,9 @@ type session struct {
 	reqSpace chan struct{}        // guarded by mu; closed when the worker takes a request
 	cancel   context.CancelFunc   // guarded by mu; cancels the worker's requests
 	pong     []byte               // guarded by mu; the payload of the client's latest ping
-	welcome  bool                 // guarded by mu
 	working  bool                 // guarded by mu; the worker runs
 	ended    bool                 // guarded by mu; end ran
 	pongDue  bool                 // guarded by mu; a client's ping awaits its pong
-	binary   bool                 // frames are binary (else text)
 }
 
 // readNext is the session's reader while it is idle: it waits for the next
@@ -359,6 +357,7 @@ func (ss *session) handle(b []byte) bool {
 func (ss *session) authenticated(g *Grant) bool {
 	s := ss.srv
 	ss.mu.Lock()
+	first := ss.grant == nil // a session is welcomed with its first grant
 	ss.grant = g
 	if ss.expiry != nil {
 		ss.expiry.Stop()
@@ -370,8 +369,6 @@ func (ss *session) authenticated(g *Grant) bool {
 			ss.hc.Close(CloseUnauthenticated, "token expired")
 		})
 	}
-	first := !ss.welcome
-	ss.welcome = true
 	ss.mu.Unlock()
 	if !first {
 		return true
@@ -563,7 +560,7 @@ func (ss *session) write(fs []hub.Frame) bool {
 	}
 	s := ss.srv
 	mt := websocket.TextMessage
-	if ss.binary {
+	if ss.codec.Binary() {
 		mt = websocket.BinaryMessage
 	}
 	wt := s.cfg.WriteTimeout
