@@ -205,7 +205,9 @@ func (p *clientProc) report() clientReply {
 		Elapsed: time.Since(p.started).Seconds()}
 }
 
-func (p *clientProc) closeAll() {
+// closeAll closes every connection, waits for their readers and returns
+// them (with their cursors).
+func (p *clientProc) closeAll() []*wsConn {
 	p.mu.Lock()
 	cs := p.conns
 	p.conns = nil
@@ -217,6 +219,7 @@ func (p *clientProc) closeAll() {
 	}
 	p.wg.Wait()
 	p.closed.Store(0)
+	return cs
 }
 
 // connect dials c.N connections, each subscribed to one subject.
@@ -293,17 +296,7 @@ wait:
 // reconnect drops every connection and redials them all at once, each
 // resuming from its cursor.
 func (p *clientProc) reconnect(ctx context.Context, c clientCmd) clientReply {
-	p.mu.Lock()
-	old := p.conns
-	p.conns = nil
-	p.mu.Unlock()
-	for _, oc := range old {
-		if oc.ws != nil {
-			oc.ws.Close()
-		}
-	}
-	p.wg.Wait()
-	p.closed.Store(0)
+	old := p.closeAll()
 	conns := make([]*wsConn, len(old))
 	for i, oc := range old {
 		conns[i] = &wsConn{subject: oc.subject, epoch: oc.epoch, live: make(chan struct{})}
