@@ -48,15 +48,25 @@ func (s *Server) forbidden(w http.ResponseWriter, what string) {
 	writeError(w, http.StatusForbidden, wire.CodeForbidden, "the token does not cover "+what)
 }
 
-// GET /v1/subjects/{subject}
-func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
+// pathSubject reads {subject} from the path and checks the token covers it;
+// false means the error is answered.
+func (s *Server) pathSubject(w http.ResponseWriter, r *http.Request) (string, bool) {
 	subj, ok := subjectParam(r)
 	if !ok {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "bad subject in path")
-		return
+		return "", false
 	}
 	if !grantFrom(r.Context()).Allows(subj) {
 		s.forbidden(w, subj)
+		return "", false
+	}
+	return subj, true
+}
+
+// GET /v1/subjects/{subject}
+func (s *Server) getSubject(w http.ResponseWriter, r *http.Request) {
+	subj, ok := s.pathSubject(w, r)
+	if !ok {
 		return
 	}
 	st, err := s.log.State(r.Context(), subj)
@@ -116,13 +126,8 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 
 // GET /v1/subjects/{subject}/deltas?since=&limit=
 func (s *Server) getDeltas(w http.ResponseWriter, r *http.Request) {
-	subj, ok := subjectParam(r)
+	subj, ok := s.pathSubject(w, r)
 	if !ok {
-		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "bad subject in path")
-		return
-	}
-	if !grantFrom(r.Context()).Allows(subj) {
-		s.forbidden(w, subj)
 		return
 	}
 	limit, ok := s.limitParam(w, r, 1000)
