@@ -251,15 +251,7 @@ func TestMetricsAfterKnownTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, stopClient := context.WithCancel(ctx)
-	clientDone := make(chan error, 1)
-	go func() { clientDone <- cl.Run(cctx) }()
-	defer func() {
-		stopClient()
-		if err := <-clientDone; err != nil {
-			t.Errorf("client: %v", err)
-		}
-	}()
+	defer runClient(ctx, t, cl)()
 	waitFor(t, 30*time.Second, "the client's subscription", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
@@ -551,4 +543,18 @@ func (f *foldHandler) snapshot() (map[string]stream.State, []string) {
 		out[k] = v
 	}
 	return out, append([]string(nil), f.resets...)
+}
+
+// runClient runs cl until the returned stop is called, which reports a
+// failed run.
+func runClient(ctx context.Context, t *testing.T, cl *client.Client) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(ctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("client: %v", err)
+		}
+	}
 }

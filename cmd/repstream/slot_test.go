@@ -208,23 +208,14 @@ func TestSlotDroppedUnderRunningService(t *testing.T) {
 
 	h := &foldHandler{}
 	cl, err := client.New(client.Options{URL: "ws://" + addr + "/v1/stream", Handler: h, Prefix: "seller:",
-		// auth.insecure accepts any token. Without one the client sends no
-		// hello, and until api/ws.go welcomes insecure connections at once
-		// the server waits for one (api.hello_timeout, then 4001).
+		// auth.insecure accepts any token; the client's hello with this one
+		// is taken as a refresh.
 		Token:      func(context.Context) (string, error) { return "insecure", nil },
 		MinBackoff: 20 * time.Millisecond, MaxBackoff: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cctx, stopClient := context.WithCancel(ctx)
-	clientDone := make(chan error, 1)
-	go func() { clientDone <- cl.Run(cctx) }()
-	defer func() {
-		stopClient()
-		if err := <-clientDone; err != nil {
-			t.Errorf("client: %v", err)
-		}
-	}()
+	defer runClient(ctx, t, cl)()
 	waitFor(t, 30*time.Second, "the client to apply deltas", func() bool { return cl.Stats().Applied >= 20 })
 	if ep, _ := cl.Cursor(); ep != epoch1 {
 		t.Fatalf("client epoch %q, server epoch %q", ep, epoch1)
