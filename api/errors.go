@@ -13,6 +13,7 @@ import (
 // configuration errors.
 const (
 	CloseGoingAway          = 1001 // server shutting down, draining, or epoch changed
+	CloseProtocolError      = 1002 // a frame that breaks RFC 6455 (unmasked, bad opcode, bad fragments)
 	ClosePolicy             = 1008 // origin refused
 	CloseTooBig             = 1009 // frame larger than max_frame_bytes
 	CloseInternal           = 1011 // the server cannot serve (store unavailable)

@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -13,73 +14,81 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
-	"github.com/gorilla/websocket"
+	"github.com/gobwas/ws"
+
+	"github.com/repstream/repstream/api/netpoll"
 
 	"github.com/repstream/repstream/api/wire"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/hub"
 )
 
-// writeBuffers is shared by every connection's writes.
-var writeBuffers sync.Pool
-
-// readBufferSize is the size of a connection's read buffer. Client
-// messages are small, and a larger one is read past the buffer. It must
-// exceed 256 for gorilla to take the buffer serveWS hands it.
-const readBufferSize = 288
-
 // upgrader is shared by every upgrade.
-var upgrader = websocket.Upgrader{
-	// The read buffer comes with the hijacked connection (see
-	// hijackWriter); write buffers are borrowed from a shared pool only
-	// while a frame is written, so an idle connection holds none.
-	ReadBufferSize:    0,
-	WriteBufferSize:   4096,
-	WriteBufferPool:   &writeBuffers,
-	Subprotocols:      []string{wire.SubprotocolJSON, wire.SubprotocolProto},
-	CheckOrigin:       func(*http.Request) bool { return true }, // refused below with 1008
-	EnableCompression: false,
-	Error: func(w http.ResponseWriter, _ *http.Request, status int, reason error) {
-		writeError(w, status, wire.CodeBadRequest, "websocket upgrade: "+reason.Error())
-	},
+var upgrader = ws.HTTPUpgrader{
+	Protocol: func(p string) bool { return p == wire.SubprotocolJSON || p == wire.SubprotocolProto },
 }
 
-// hijackWriter hands the upgrade a read buffer of readBufferSize in place
-// of the HTTP server's (4 KiB, and tied to the HTTP connection's state).
-type hijackWriter struct {
-	http.ResponseWriter
+// readers lend a connection's reads a buffer only while it reads: an idle
+// session holds none.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4096) }}
+
+// isUpgrade tells a WebSocket handshake from a plain request, which is
+// answered in the API's own error format.
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		headerHasToken(r.Header.Values("Connection"), "upgrade")
 }
 
-func (h hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
-	if err != nil || brw.Reader.Buffered() > 0 {
-		return c, brw, err // the upgrade refuses early data itself
+func headerHasToken(values []string, token string) bool {
+	for _, v := range values {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(c, readBufferSize), brw.Writer), nil
+	return false
 }
 
 // serveWS upgrades GET /v1/stream, starts the session and returns.
 //
-// An idle session costs one goroutine, its reader, which waits for the next
-// client message on a fresh, small stack: each message is handled on the
-// goroutine that read it, which then leaves the next read to a new
-// goroutine (so neither the handler's stack, grown through net/http and the
-// router, nor one grown by handling a message, is kept while idle; the
-// handler's return also frees the HTTP connection's buffers). The writer (a
-// drain of the hub queue, which also writes pings) and the worker
-// (subscribes and unsubscribes, which may wait on the client during a
-// catch-up) run only while they have something to do.
+// An idle session runs no goroutine: its socket waits in the server's
+// poller (api/netpoll), which starts a reader when the client sends
+// something (a message, a pong, or a hangup). The reader handles what came
+// and hands the socket back to the poller. The writer (a drain of the hub
+// queue, which also writes pings) and the worker (subscribes and
+// unsubscribes, which may wait on the client during a catch-up) run only
+// while they have something to do.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	ws, err := upgrader.Upgrade(hijackWriter{w}, r, nil)
+	if !isUpgrade(r) {
+		writeError(w, http.StatusBadRequest, wire.CodeBadRequest,
+			"websocket upgrade: not a WebSocket handshake (a GET with Upgrade: websocket and Connection: Upgrade)")
+		return
+	}
+	conn, rw, hs, err := upgrader.Upgrade(r, w)
 	if err != nil {
+		if conn != nil {
+			_ = conn.Close()
+		}
 		return // Upgrade answered
 	}
 	reject := func(code int, reason string) {
 		s.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
-		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(time.Second))
-		_ = ws.Close()
+		_ = conn.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = ws.WriteFrame(conn, ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusCode(code), reason)))
+		_ = conn.Close()
+	}
+	sc, pollable := conn.(syscall.Conn)
+	if rw.Reader.Buffered() > 0 || !pollable {
+		// A client must await the handshake's answer before it sends
+		// (RFC 6455 4.1); and a connection without a socket (none that
+		// net/http hands out) cannot be polled.
+		s.logger.Info("api: websocket refused: data before the handshake's answer, or no socket", "remote", r.RemoteAddr)
+		reject(CloseProtocolError, "data sent before the handshake completed")
+		return
 	}
 	if !s.enter() {
 		reject(CloseGoingAway, "server shutting down")
@@ -103,7 +112,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	codecIdx := 0
 	for i, c := range s.codecs {
-		if c.Name() == ws.Subprotocol() {
+		if c.Name() == hs.Protocol {
 			codecIdx = i
 		}
 	}
@@ -123,7 +132,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		grant = &Grant{All: true}
 	}
 	codec := s.codecs[codecIdx]
-	ss := &session{srv: s, ws: ws, codec: codec, hc: s.hub.Connect(codecIdx)}
+	ss := &session{srv: s, conn: conn, codec: codec, hc: s.hub.Connect(codecIdx)}
+	ss.lastRead.Store(time.Now().UnixNano())
 	s.m.sessions.Inc()
 	started := false
 	defer func() {
@@ -131,7 +141,11 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			ss.end()
 		}
 	}()
-	s.join(ss)
+	if err := s.join(ss, sc); err != nil {
+		s.logger.Error("api: cannot watch a websocket", "err", err)
+		ss.hc.Close(CloseInternal, "server cannot watch the connection")
+		return
+	}
 	ss.hc.SetDrain(ss.startDrain)
 	// Shutdown closes the connections the hub holds once it is draining; a
 	// session that registered with the hub only after that closes itself.
@@ -158,14 +172,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		})
 		ss.mu.Unlock()
 	}
-	ss.ws.SetReadLimit(s.cfg.MaxFrameBytes)
-	_ = ss.ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-	ss.ws.SetPongHandler(func(string) error {
-		return ss.ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-	})
-	ss.ws.SetPingHandler(ss.onPing)
+	if err := ss.rh.Arm(); err != nil {
+		s.logger.Error("api: cannot watch a websocket", "err", err)
+		ss.hc.Close(CloseInternal, "server cannot watch the connection")
+		return
+	}
 	started = true
-	go ss.readNext()
 }
 
 // originAllowed applies Config.AllowedOrigins to browser requests.
@@ -198,10 +210,15 @@ func truncate(s string, n int) string {
 // holds up the client rather than the server's memory.
 const maxPendingRequests = 4
 
+// closeGrace is how long a session that sent its close waits for the
+// peer's before it drops the connection.
+const closeGrace = time.Second
+
 // session is one WebSocket connection.
 type session struct {
 	srv   *Server
-	ws    *websocket.Conn
+	conn  net.Conn
+	rh    *netpoll.Handle // the read side, while no reader runs
 	codec wire.Codec
 	hc    *hub.Conn
 	// wg counts the drain and worker goroutines. The drain is started
@@ -209,14 +226,22 @@ type session struct {
 	// once end's hc.Close has returned none starts again and Wait is safe.
 	wg sync.WaitGroup
 
-	shared            *wsShared   // the server's pinger and drain goroutines
-	pingSlot, pingIdx int         // guarded by shared.mu
-	pingDue           atomic.Bool // set by the pinger before it pokes the drain
+	shared            *wsShared    // the server's poller, pinger and drain goroutines
+	pingSlot, pingIdx int          // guarded by shared.mu
+	pingDue           atomic.Bool  // set by the pinger before it pokes the drain
+	lastRead          atomic.Int64 // unix nanoseconds of the peer's last frame; the pinger drops a peer silent for PongTimeout
+	dropped           atomic.Bool  // the read side is shut down: the next read ends the session
+
+	// The reader's own: the message whose fragments are arriving (nil
+	// between messages). One reader runs at a time (the poller notifies
+	// once per Arm).
+	frag []byte
 
 	mu       sync.Mutex
 	grant    *Grant               // guarded by mu; nil until authenticated
 	expiry   *time.Timer          // guarded by mu
 	hello    *time.Timer          // guarded by mu
+	grace    *time.Timer          // guarded by mu; drops the connection closeGrace after the close was sent
 	reqs     []wire.ClientMessage // guarded by mu; subscribes and unsubscribes for the worker, in order
 	reqSpace chan struct{}        // guarded by mu; closed when the worker takes a request
 	cancel   context.CancelFunc   // guarded by mu; cancels the worker's requests
@@ -226,47 +251,109 @@ type session struct {
 	pongDue  bool                 // guarded by mu; a client's ping awaits its pong
 }
 
-// readNext is the session's reader while it is idle: it waits for the next
-// client message with as little stack as it can and hands it on.
-func (ss *session) readNext() {
-	_, r, err := ss.ws.NextReader()
-	ss.received(r, err)
-}
-
-// received reads and handles one client message, then starts the next
-// read on a fresh goroutine, or ends the session.
-func (ss *session) received(r io.Reader, err error) {
+// readable is the session's reader. The poller starts it, on a fresh
+// goroutine, when the socket has something: it handles every frame that
+// came, then gives the socket back to the poller, or ends the session.
+// end runs only here (or in serveWS before the first Arm), so it never
+// races the poller.
+func (ss *session) readable() {
 	s := ss.srv
-	next := false
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(ss.conn)
+	again := false
 	defer func() {
-		if next {
+		br.Reset(nil)
+		readers.Put(br)
+		if again {
 			return
 		}
 		if p := recover(); p != nil {
-			// The router's Recoverer used to catch this when the reader
-			// ran on the handler's goroutine.
 			s.logger.Error("api: websocket session panicked", "panic", p, "stack", string(debug.Stack()))
 		}
 		ss.end()
 	}()
-	var b []byte
-	if err == nil {
-		b, err = io.ReadAll(r)
-	}
-	if err != nil {
-		if errors.Is(err, websocket.ErrReadLimit) {
-			// gorilla has sent close 1009 already.
-			s.m.closes.WithLabelValues(strconv.Itoa(CloseTooBig)).Inc()
-			ss.hc.Close(CloseTooBig, "frame too large")
+	for {
+		if ss.dropped.Load() {
+			return
 		}
-		return
+		// A frame begun must be finished in time.
+		_ = ss.conn.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
+		if !ss.readFrame(br) {
+			return
+		}
+		if br.Buffered() == 0 {
+			break
+		}
 	}
-	_ = ss.ws.SetReadDeadline(time.Now().Add(s.cfg.PongTimeout))
-	if !ss.handle(b) {
-		return
+	again = ss.rh.Arm() == nil // from here another reader may run
+}
+
+// readFrame reads one frame and acts on it; false ends the session.
+func (ss *session) readFrame(br *bufio.Reader) bool {
+	s := ss.srv
+	h, err := ws.ReadHeader(br)
+	if err != nil {
+		return false // hangup, reset, a dropped read side, or a frame not finished in time
 	}
-	next = true
-	go ss.readNext()
+	state := ws.StateServerSide
+	if ss.frag != nil {
+		state |= ws.StateFragmented
+	}
+	if err := ws.CheckHeader(h, state); err != nil {
+		s.m.received.WithLabelValues("malformed").Inc()
+		ss.hc.Close(CloseProtocolError, truncate(err.Error(), 100))
+		return false
+	}
+	if h.Length > s.cfg.MaxFrameBytes-int64(len(ss.frag)) {
+		ss.hc.Close(CloseTooBig, "frame too large")
+		return false
+	}
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(br, p); err != nil {
+		return false
+	}
+	ws.Cipher(p, h.Mask, 0)
+	ss.lastRead.Store(time.Now().UnixNano())
+	switch h.OpCode {
+	case ws.OpPing:
+		ss.onPing(p)
+		return true
+	case ws.OpPong:
+		return true // lastRead is what the pinger looks at
+	case ws.OpClose:
+		// Answer with the peer's code (RFC 6455 5.5.1), then end: the
+		// drain that end waits for writes the answer.
+		code, reason := ws.ParseCloseFrameData(p)
+		switch {
+		case len(p) == 0:
+			code = ws.StatusNormalClosure
+		case ws.CheckCloseFrameData(code, reason) != nil:
+			code = ws.StatusProtocolError
+		}
+		ss.hc.Close(int(code), "")
+		return false
+	case ws.OpContinuation:
+		ss.frag = append(ss.frag, p...)
+	default: // text or binary: the codec tells its own from others
+		ss.frag = p // not nil, even when empty
+	}
+	if !h.Fin {
+		return true
+	}
+	m := ss.frag
+	ss.frag = nil
+	return ss.handle(m)
+}
+
+// closeRead shuts the connection's read side down, which ends the session
+// whether its reader runs (the read fails) or it waits in the poller (the
+// shutdown makes it readable, and the read finds the end).
+func (ss *session) closeRead() {
+	ss.dropped.Store(true)
+	_ = ss.conn.SetReadDeadline(time.Unix(1, 0))
+	if c, ok := ss.conn.(interface{ CloseRead() error }); ok {
+		_ = c.CloseRead()
+	}
 }
 
 // end closes the session: the close frame is written (by the drain the
@@ -283,16 +370,18 @@ func (ss *session) end() {
 	ss.mu.Unlock()
 	ss.wg.Wait()
 	ss.mu.Lock()
-	if ss.expiry != nil {
-		ss.expiry.Stop()
-	}
-	if ss.hello != nil {
-		ss.hello.Stop()
+	for _, t := range []*time.Timer{ss.expiry, ss.hello, ss.grace} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	ss.mu.Unlock()
+	if ss.rh != nil {
+		ss.rh.Remove()
+	}
 	s.leave(ss)
 	s.hub.Disconnect(ss.hc)
-	_ = ss.ws.Close()
+	_ = ss.conn.Close()
 	s.m.sessions.Dec()
 	s.nconns.Add(-1)
 	s.sessions.Done()
@@ -494,12 +583,14 @@ func (ss *session) drain() {
 		}
 		if b.Closed {
 			_, code, reason := ss.hc.Closed()
-			if code != CloseTooBig { // gorilla sent that one
-				s.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
-				_ = ss.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, reason), time.Now().Add(s.cfg.WriteTimeout))
-			}
+			s.m.closes.WithLabelValues(strconv.Itoa(code)).Inc()
+			_ = ss.writeFrame(ws.OpClose, ws.NewCloseFrameBody(ws.StatusCode(code), reason))
 			// Give the peer a moment to answer the close, then drop it.
-			_ = ss.ws.NetConn().SetReadDeadline(time.Now().Add(time.Second))
+			ss.mu.Lock()
+			if ss.grace == nil {
+				ss.grace = time.AfterFunc(closeGrace, ss.closeRead)
+			}
+			ss.mu.Unlock()
 			return
 		}
 		if b.Poked && !ss.control() {
@@ -515,10 +606,9 @@ func (ss *session) drain() {
 // control writes the ping the pinger asked for and the pong a client's
 // ping asked for; false means the connection is closed.
 func (ss *session) control() bool {
-	s := ss.srv
 	if ss.pingDue.Swap(false) {
-		if err := ss.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.cfg.WriteTimeout)); err != nil {
-			ss.hc.Close(CloseGoingAway, "ping failed")
+		if err := ss.writeFrame(ws.OpPing, nil); err != nil {
+			ss.failed()
 			return false
 		}
 	}
@@ -527,51 +617,76 @@ func (ss *session) control() bool {
 	ss.pong, ss.pongDue = nil, false
 	ss.mu.Unlock()
 	if due {
-		// As gorilla's own ping handler: a failure shows up on the next
-		// read or write.
-		_ = ss.ws.WriteControl(websocket.PongMessage, pong, time.Now().Add(s.cfg.WriteTimeout))
+		if err := ss.writeFrame(ws.OpPong, pong); err != nil {
+			ss.failed()
+			return false
+		}
 	}
 	return true
 }
 
-// onPing answers a client's ping through the drain, so the reader, which
-// waits on a small stack, does not write.
-func (ss *session) onPing(payload string) error {
-	var b []byte
-	if payload != "" {
-		b = []byte(payload)
-	}
+// onPing answers a client's ping through the drain, so the reader does not
+// write.
+func (ss *session) onPing(payload []byte) {
 	ss.mu.Lock()
-	ss.pong, ss.pongDue = b, true // only the latest ping needs an answer (RFC 6455 5.5.3)
+	ss.pong, ss.pongDue = payload, true // only the latest ping needs an answer (RFC 6455 5.5.3)
 	ss.mu.Unlock()
 	ss.hc.Poke()
-	return nil
 }
 
-// write writes a batch of frames, joining runs of delta frames, with one
-// write deadline and one metrics update for the batch. The deadline is
-// renewed when a long batch has used an eighth of WriteTimeout, so each
-// frame still gets most of WriteTimeout. A closed connection stops the
-// batch (its queue is dropped). False means the socket failed and is
-// closed.
+// failed ends a session whose socket failed a write: the close cannot be
+// sent, and the read side is shut down, which ends the session.
+func (ss *session) failed() {
+	ss.hc.Close(CloseGoingAway, "write failed")
+	ss.closeRead()
+}
+
+// writeFrame writes one frame, in one system call, under WriteTimeout.
+func (ss *session) writeFrame(op ws.OpCode, p []byte) error {
+	var hdr [ws.MaxHeaderSize]byte
+	bufs := net.Buffers{hdr[:putHeader(hdr[:], op, len(p))], p}
+	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	_, err := bufs.WriteTo(ss.conn)
+	return err
+}
+
+// maxWriteBatch bounds the bytes one system call writes, so a long queue
+// renews its write deadline and notices a close between calls.
+const maxWriteBatch = 256 << 10
+
+// batch is a drain's scratch for one system call's frames.
+type batch struct {
+	hdr  []byte
+	bufs net.Buffers
+}
+
+var batches = sync.Pool{New: func() any { return new(batch) }}
+
+// write writes a batch of frames, joining runs of delta frames, a system
+// call per maxWriteBatch bytes, each under WriteTimeout, with one metrics
+// update for the batch. A closed connection stops the batch (its queue is
+// dropped). False means the socket failed.
 func (ss *session) write(fs []hub.Frame) bool {
 	if len(fs) == 0 {
 		return true
 	}
 	s := ss.srv
-	mt := websocket.TextMessage
+	op := ws.OpText
 	if ss.codec.Binary() {
-		mt = websocket.BinaryMessage
+		op = ws.OpBinary
 	}
-	wt := s.cfg.WriteTimeout
-	set := time.Now()
-	_ = ss.ws.SetWriteDeadline(set.Add(wt))
 	var frames, bytes int
 	defer func() {
 		if frames > 0 {
 			s.m.written.Add(float64(frames))
 			s.m.writtenBytes.Add(float64(bytes))
 		}
+	}()
+	b := batches.Get().(*batch)
+	defer func() {
+		clear(b.bufs[:cap(b.bufs)])
+		b.bufs = b.bufs[:0]
+		batches.Put(b)
 	}()
 	for i := 0; i < len(fs); {
 		if i > 0 {
@@ -580,20 +695,48 @@ func (ss *session) write(fs []hub.Frame) bool {
 				return true
 			default:
 			}
-			if now := time.Now(); now.Sub(set) > wt/8 {
-				set = now
-				_ = ss.ws.SetWriteDeadline(now.Add(wt))
-			}
 		}
-		var f []byte
-		f, i = joinDeltas(ss.codec, fs, i)
-		if err := ss.ws.WriteMessage(mt, f); err != nil {
-			ss.hc.Close(CloseGoingAway, "write failed")
-			_ = ss.ws.NetConn().Close()
+		// Headers are sliced out of b.hdr, so it must not grow while the
+		// call's frames refer to it: room for a header per frame.
+		if need := ws.MaxHeaderSize * (len(fs) - i); cap(b.hdr) < need {
+			b.hdr = make([]byte, 0, need)
+		}
+		hdr, bufs, size := b.hdr[:0], b.bufs[:0], 0
+		for i < len(fs) && size < maxWriteBatch {
+			var f []byte
+			f, i = joinDeltas(ss.codec, fs, i)
+			n := len(hdr)
+			hdr = hdr[:n+putHeader(hdr[n:n+ws.MaxHeaderSize], op, len(f))]
+			bufs = append(bufs, hdr[n:], f)
+			size += len(f)
+			frames++
+			bytes += len(f)
+		}
+		b.bufs = bufs[:0] // WriteTo consumes the slice header it is given
+		_ = ss.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		if _, err := bufs.WriteTo(ss.conn); err != nil {
+			ss.failed()
 			return false
 		}
-		frames++
-		bytes += len(f)
 	}
 	return true
+}
+
+// putHeader writes the header of an unmasked, final frame of n payload
+// bytes into b (at least ws.MaxHeaderSize long) and returns its length.
+func putHeader(b []byte, op ws.OpCode, n int) int {
+	b[0] = 0x80 | byte(op)
+	switch {
+	case n < 126:
+		b[1] = byte(n)
+		return 2
+	case n <= 0xffff:
+		b[1] = 126
+		binary.BigEndian.PutUint16(b[2:], uint16(n))
+		return 4
+	default:
+		b[1] = 127
+		binary.BigEndian.PutUint64(b[2:], uint64(n))
+		return 10
+	}
 }

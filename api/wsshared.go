@@ -2,17 +2,22 @@ package api
 
 import (
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/repstream/repstream/api/netpoll"
 )
 
 // wsShared is what a server's WebSocket sessions share instead of each
-// holding it: the pinger, one goroutine that pings every session for
-// dead-peer detection (instead of a ticker per session), and a cache of
-// idle drain goroutines (a drain started on a fresh goroutine would grow its
-// stack through the socket write every time). It exists while the server
-// has sessions.
+// holding it: the poller that watches idle sockets (instead of a reader
+// goroutine per session), the pinger, one goroutine that pings every
+// session and drops those that went silent (instead of a ticker and a read
+// deadline per session), and a cache of idle drain goroutines (a drain
+// started on a fresh goroutine would grow its stack through the socket
+// write every time). It exists while the server has sessions.
 type wsShared struct {
 	stop chan struct{} // closed after the last session left
+	poll *netpoll.Poller
 
 	mu    sync.Mutex
 	slots [pingSlots][]*session // guarded by mu
@@ -43,23 +48,31 @@ type drainer struct {
 const pingSlots = 8
 
 // join adds ss to its server's shared machinery, starting it for the first
-// session, and sets ss.shared.
+// session, and sets ss.shared and ss.rh (unarmed) for its socket sc.
 //
 // The pinger keeps sessions in a wheel of pingSlots slots and pings one
 // slot every heartbeat/pingSlots, so each session is pinged once a
 // heartbeat, as with a ticker of its own (its first ping comes within a
 // heartbeat). Sessions join the slots in turn, so even a burst of
 // connections spreads its pings over the heartbeat.
-func (s *Server) join(ss *session) {
+func (s *Server) join(ss *session, sc syscall.Conn) error {
 	s.wsMu.Lock()
 	defer s.wsMu.Unlock()
 	w := s.ws
 	if w == nil {
-		w = &wsShared{stop: make(chan struct{})}
+		p, err := netpoll.New()
+		if err != nil {
+			return err
+		}
+		w = &wsShared{stop: make(chan struct{}), poll: p}
 		s.ws = w
-		go w.ping(s.cfg.Heartbeat / pingSlots)
+		go w.ping(s.cfg.Heartbeat/pingSlots, s.cfg.PongTimeout)
 	}
-	ss.shared = w
+	rh, err := w.poll.Add(sc, ss.readable)
+	if err != nil {
+		return err
+	}
+	ss.shared, ss.rh = w, rh
 	w.mu.Lock()
 	ss.pingSlot = w.next
 	w.next = (w.next + 1) % pingSlots
@@ -67,6 +80,7 @@ func (s *Server) join(ss *session) {
 	w.slots[ss.pingSlot] = append(w.slots[ss.pingSlot], ss)
 	w.n++
 	w.mu.Unlock()
+	return nil
 }
 
 // leave removes ss, which runs no drain any more, stopping the shared
@@ -97,6 +111,7 @@ func (s *Server) leave(ss *session) {
 	w.mu.Unlock()
 	if n == 0 {
 		close(w.stop)
+		_ = w.poll.Close()
 		s.ws = nil
 		w.dmu.Lock()
 		w.stopped = true
@@ -106,9 +121,9 @@ func (s *Server) leave(ss *session) {
 }
 
 // ping marks every session ping-due once a heartbeat and pokes its drain,
-// which writes the ping; the session's read deadline (PongTimeout) does
-// the rest.
-func (w *wsShared) ping(every time.Duration) {
+// which writes the ping; and every tick it drops the sessions whose peer
+// sent nothing, not even a pong, for silence.
+func (w *wsShared) ping(every, silence time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	var due []*session
@@ -125,6 +140,19 @@ func (w *wsShared) ping(every time.Duration) {
 		for _, ss := range due {
 			ss.pingDue.Store(true)
 			ss.hc.Poke() // a no-op once the session's connection is closed
+		}
+		w.mu.Lock()
+		due = due[:0]
+		for _, slot := range w.slots {
+			due = append(due, slot...)
+		}
+		w.mu.Unlock()
+		dead := time.Now().Add(-silence).UnixNano()
+		for _, ss := range due {
+			if ss.lastRead.Load() < dead && !ss.dropped.Load() {
+				ss.hc.Close(CloseGoingAway, "peer gone: no pong in time")
+				ss.closeRead()
+			}
 		}
 		clear(due)
 		w.dmu.Lock()

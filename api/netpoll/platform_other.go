@@ -1,0 +1,5 @@
+//go:build unix && !linux
+
+package netpoll
+
+func newPlatform() (poller, error) { return newWaiters(), nil }
