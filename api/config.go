@@ -38,7 +38,8 @@ type Config struct {
 	// HelloTimeout is how long a connection without an Authorization
 	// header has to send hello. Zero means 10s.
 	HelloTimeout time.Duration `yaml:"hello_timeout"`
-	// WriteTimeout bounds how long a client may take to accept a frame (a batch refreshes its deadline every WriteTimeout/8). Zero means 10s.
+	// WriteTimeout bounds how long a client may take to accept a write:
+	// each gets between half of it and all of it. Zero means 10s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// QueueBytes bounds a connection's queue of unsent frames; past it the
 	// connection is closed with 4008. Zero means 4 MiB.

@@ -232,6 +232,8 @@ type session struct {
 	lastRead          atomic.Int64 // unix nanoseconds of the peer's last frame; the pinger drops a peer silent for PongTimeout
 	dropped           atomic.Bool  // the read side is shut down: the next read ends the session
 
+	writeBy time.Time // the drain's own: the write deadline set last
+
 	// The reader's own: the message whose fragments are arriving (nil
 	// between messages). One reader runs at a time (the poller notifies
 	// once per Arm).
@@ -641,17 +643,29 @@ func (ss *session) failed() {
 	ss.closeRead()
 }
 
-// writeFrame writes one frame, in one system call, under WriteTimeout.
+// writeFrame writes one frame, in one system call, given at least half of
+// WriteTimeout (armWrite).
 func (ss *session) writeFrame(op ws.OpCode, p []byte) error {
 	var hdr [ws.MaxHeaderSize]byte
 	bufs := net.Buffers{hdr[:putHeader(hdr[:], op, len(p))], p}
-	_ = ss.conn.SetWriteDeadline(time.Now().Add(ss.srv.cfg.WriteTimeout))
+	ss.armWrite()
 	_, err := bufs.WriteTo(ss.conn)
 	return err
 }
 
+// armWrite gives the next write at least half of WriteTimeout. The
+// deadline is renewed only when less than that is left, which spares a
+// timer reset per write when a session writes often.
+func (ss *session) armWrite() {
+	now, wt := time.Now(), ss.srv.cfg.WriteTimeout
+	if ss.writeBy.Sub(now) < wt/2 {
+		ss.writeBy = now.Add(wt)
+		_ = ss.conn.SetWriteDeadline(ss.writeBy)
+	}
+}
+
 // maxWriteBatch bounds the bytes one system call writes, so a long queue
-// renews its write deadline and notices a close between calls.
+// notices a close between calls, and each call has its write deadline.
 const maxWriteBatch = 256 << 10
 
 // batch is a drain's scratch for one system call's frames.
@@ -663,7 +677,8 @@ type batch struct {
 var batches = sync.Pool{New: func() any { return new(batch) }}
 
 // write writes a batch of frames, joining runs of delta frames, a system
-// call per maxWriteBatch bytes, each under WriteTimeout, with one metrics
+// call per maxWriteBatch bytes, each given at least half of WriteTimeout
+// (armWrite), with one metrics
 // update for the batch. A closed connection stops the batch (its queue is
 // dropped). False means the socket failed.
 func (ss *session) write(fs []hub.Frame) bool {
@@ -713,7 +728,7 @@ func (ss *session) write(fs []hub.Frame) bool {
 			bytes += len(f)
 		}
 		b.bufs = bufs[:0] // WriteTo consumes the slice header it is given
-		_ = ss.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		ss.armWrite()
 		if _, err := bufs.WriteTo(ss.conn); err != nil {
 			ss.failed()
 			return false
