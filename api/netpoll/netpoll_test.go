@@ -52,6 +52,21 @@ func pair(t *testing.T) (server, client *net.TCPConn) {
 	return s.(*net.TCPConn), c.(*net.TCPConn)
 }
 
+// watch adds c to p, armed, and returns the channel its notifications
+// arrive on.
+func watch(t *testing.T, p *Poller, c *net.TCPConn) (*Handle, chan struct{}) {
+	t.Helper()
+	ready := make(chan struct{}, 10)
+	h, err := p.Add(c, func() { ready <- struct{}{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Arm(); err != nil {
+		t.Fatal(err)
+	}
+	return h, ready
+}
+
 func expectReady(t *testing.T, ready <-chan struct{}, what string) {
 	t.Helper()
 	select {
@@ -73,14 +88,7 @@ func expectQuiet(t *testing.T, ready <-chan struct{}, what string) {
 func TestNotifiesOncePerArm(t *testing.T) {
 	implementations(t, func(t *testing.T, p *Poller) {
 		s, c := pair(t)
-		ready := make(chan struct{}, 10)
-		h, err := p.Add(s, func() { ready <- struct{}{} })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		h, ready := watch(t, p, s)
 		expectQuiet(t, ready, "armed, nothing sent")
 		if _, err := c.Write([]byte("ab")); err != nil {
 			t.Fatal(err)
@@ -122,14 +130,7 @@ func TestNotifiesOncePerArm(t *testing.T) {
 func TestCloseReadNotifies(t *testing.T) {
 	implementations(t, func(t *testing.T, p *Poller) {
 		s, _ := pair(t)
-		ready := make(chan struct{}, 10)
-		h, err := p.Add(s, func() { ready <- struct{}{} })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		h, ready := watch(t, p, s)
 		expectQuiet(t, ready, "armed, nothing sent")
 		if err := s.CloseRead(); err != nil {
 			t.Fatal(err)
@@ -142,14 +143,7 @@ func TestCloseReadNotifies(t *testing.T) {
 func TestRemovedIsNotNotified(t *testing.T) {
 	implementations(t, func(t *testing.T, p *Poller) {
 		s, c := pair(t)
-		ready := make(chan struct{}, 10)
-		h, err := p.Add(s, func() { ready <- struct{}{} })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		h, ready := watch(t, p, s)
 		h.Remove()
 		if _, err := c.Write([]byte("x")); err != nil {
 			t.Fatal(err)
@@ -167,25 +161,11 @@ func TestRemovedIsNotNotified(t *testing.T) {
 func TestDescriptorReuse(t *testing.T) {
 	implementations(t, func(t *testing.T, p *Poller) {
 		s1, _ := pair(t)
-		old := make(chan struct{}, 10)
-		h1, err := p.Add(s1, func() { old <- struct{}{} })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h1.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		h1, old := watch(t, p, s1)
 		h1.Remove()
 		s1.Close()
 		s2, c2 := pair(t)
-		ready := make(chan struct{}, 10)
-		h2, err := p.Add(s2, func() { ready <- struct{}{} })
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := h2.Arm(); err != nil {
-			t.Fatal(err)
-		}
+		h2, ready := watch(t, p, s2)
 		if _, err := c2.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
