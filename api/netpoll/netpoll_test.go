@@ -160,19 +160,53 @@ func TestRemovedIsNotNotified(t *testing.T) {
 // gets its descriptor, are told apart.
 func TestDescriptorReuse(t *testing.T) {
 	implementations(t, func(t *testing.T, p *Poller) {
-		s1, _ := pair(t)
-		h1, old := watch(t, p, s1)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		dial := func() (client, server *net.TCPConn) {
+			c, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close(); s.Close() })
+			return c.(*net.TCPConn), s.(*net.TCPConn)
+		}
+		c1, _ := dial()
+		fd1 := fdOf(t, c1)
+		h1, old := watch(t, p, c1)
 		h1.Remove()
-		s1.Close()
-		s2, c2 := pair(t)
-		h2, ready := watch(t, p, s2)
-		if _, err := c2.Write([]byte("x")); err != nil {
+		c1.Close()
+		c2, s2 := dial() // the lowest free descriptor: c1's
+		if fd := fdOf(t, c2); fd != fd1 {
+			t.Fatalf("the new connection has descriptor %d, not the closed one's %d", fd, fd1)
+		}
+		h2, ready := watch(t, p, c2)
+		if _, err := s2.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
 		expectReady(t, ready, "new connection")
 		expectQuiet(t, old, "old connection")
 		h2.Remove()
 	})
+}
+
+func fdOf(t *testing.T, c *net.TCPConn) uintptr {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd uintptr
+	if err := rc.Control(func(f uintptr) { fd = f }); err != nil {
+		t.Fatal(err)
+	}
+	return fd
 }
 
 func TestClosedPoller(t *testing.T) {
