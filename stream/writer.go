@@ -1,10 +1,10 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,6 +17,7 @@ type writer struct {
 	conn  *pgx.Conn
 	tx    pgx.Tx // an explicit transaction of the open group, nil if it needed none yet
 	async bool   // synchronous_commit is off: commit returns the WAL position to wait for
+	buf   []byte // binary COPY data, kept between groups
 }
 
 type rowKey struct {
@@ -171,9 +172,10 @@ const statesChunk = 20000
 
 // queueRows queues the shadow changes: new rows inserted, stored ones
 // updated or deleted; no upsert, whose speculative insertion costs more
-// than knowing.
-func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow) {
-	var del, ins, up struct {
+// than knowing. With copyIns, new rows are appended to ins as binary COPY
+// tuples instead, and counted in n.
+func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow, copyIns bool, ins []byte) (_ []byte, n int) {
+	var del, insq, up struct {
 		src  []int16
 		key  []string
 		vals []string
@@ -184,9 +186,12 @@ func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow) {
 		case r.vals == nil && !r.stored: // inserted and deleted within the group
 		case r.vals == nil:
 			del.src, del.key = append(del.src, k.source), append(del.key, k.key)
+		case !r.stored && copyIns:
+			ins = appendRowCopy(ins, k.source, k.key, r.vals)
+			n++
 		case !r.stored:
 			lit = appendTextArray(lit[:0], r.vals)
-			ins.src, ins.key, ins.vals = append(ins.src, k.source), append(ins.key, k.key), append(ins.vals, string(lit))
+			insq.src, insq.key, insq.vals = append(insq.src, k.source), append(insq.key, k.key), append(insq.vals, string(lit))
 		default:
 			lit = appendTextArray(lit[:0], r.vals)
 			up.src, up.key, up.vals = append(up.src, k.source), append(up.key, k.key), append(up.vals, string(lit))
@@ -195,12 +200,13 @@ func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow) {
 	if len(del.key) > 0 {
 		b.Queue(sqlRowsDelete, del.src, del.key)
 	}
-	if len(ins.key) > 0 {
-		b.Queue(sqlRowsInsert, ins.src, ins.key, ins.vals)
+	if len(insq.key) > 0 {
+		b.Queue(sqlRowsInsert, insq.src, insq.key, insq.vals)
 	}
 	if len(up.key) > 0 {
 		b.Queue(sqlRowsUpdate, up.src, up.key, up.vals)
 	}
+	return ins, n
 }
 
 // queueStates queues an upsert of states.
@@ -229,8 +235,8 @@ func queueStates(b *pgx.Batch, states []State) {
 	}
 }
 
-// copyAbove is the group size, in deltas, above which the delta log is
-// written with COPY.
+// copyAbove is the group size, in deltas or shadow rows, above which the
+// delta log and new shadow rows are written with COPY.
 const copyAbove = 1000
 
 func countDeltas(txns []Txn) int {
@@ -241,24 +247,44 @@ func countDeltas(txns []Txn) int {
 	return n
 }
 
+// keepCopyBuf is the largest COPY buffer kept for the next group; the one
+// of a rare huge group is left to the garbage collector.
+const keepCopyBuf = 16 << 20
+
+// copyIn runs a binary COPY of the tuples in w.buf (after its header) in
+// the open transaction.
+func (w *writer) copyIn(ctx context.Context, sql string) error {
+	w.buf = appendCopyTrailer(w.buf)
+	_, err := w.conn.PgConn().CopyFrom(ctx, bytes.NewReader(w.buf), sql)
+	if cap(w.buf) > keepCopyBuf {
+		w.buf = nil
+	}
+	return err
+}
+
 // copyDeltas appends to the delta log with COPY, in the open transaction.
 func (w *writer) copyDeltas(ctx context.Context, txns []Txn) error {
-	ti, di := 0, 0
-	src := pgx.CopyFromFunc(func() ([]any, error) {
-		for ti < len(txns) && di >= len(txns[ti].Deltas) {
-			ti, di = ti+1, 0
-		}
-		if ti == len(txns) {
-			return nil, nil
-		}
-		d := &txns[ti].Deltas[di]
-		di++
-		return []any{d.Subject, d.LSN, d.Version, d.After.Count, int64(d.After.Sum), d.After.Mean, d.After.Bayes, d.After.Hist,
-			d.Change.Count, int64(d.Change.Sum), d.Change.Mean, d.Change.Bayes, d.After.UpdatedAt}, nil
-	})
-	_, err := w.tx.CopyFrom(ctx, pgx.Identifier{"repstream", "deltas"}, strings.Split(deltaCols, ", "), src)
-	if err != nil {
+	w.buf = appendDeltasCopy(appendCopyHeader(w.buf[:0]), txns)
+	if err := w.copyIn(ctx, sqlCopyDeltas); err != nil {
 		return fmt.Errorf("stream: append deltas: %w", err)
+	}
+	return nil
+}
+
+// queueRowsCopy queues the shadow changes, but first writes the new rows
+// with COPY in the open transaction when there are many.
+func (w *writer) queueRowsCopy(ctx context.Context, b *pgx.Batch, dirty map[rowKey]shadowRow) error {
+	if len(dirty) <= copyAbove || w.tx == nil {
+		queueRows(b, dirty, false, nil)
+		return nil
+	}
+	var n int
+	w.buf, n = queueRows(b, dirty, true, appendCopyHeader(w.buf[:0]))
+	if n == 0 {
+		return nil
+	}
+	if err := w.copyIn(ctx, sqlCopyRows); err != nil {
+		return fmt.Errorf("stream: write row shadow: %w", err)
 	}
 	return nil
 }
@@ -358,7 +384,9 @@ func (w *writer) send(ctx context.Context, b *pgx.Batch) error {
 // transaction spills its shadow before its group commits).
 func (w *writer) writeRows(ctx context.Context, dirty map[rowKey]shadowRow) error {
 	b := &pgx.Batch{}
-	queueRows(b, dirty)
+	if err := w.queueRowsCopy(ctx, b, dirty); err != nil {
+		return err
+	}
 	if err := w.send(ctx, b); err != nil {
 		return fmt.Errorf("stream: write row shadow: %w", err)
 	}
@@ -381,24 +409,31 @@ func (w *writer) writeStates(ctx context.Context, states []State) error {
 // record: the group is durable once the server's flush position reaches it.
 // Otherwise it returns 0.
 func (w *writer) commitGroup(ctx context.Context, dirty map[rowKey]shadowRow, states []State, txns []Txn, pos LSN) (LSN, error) {
-	if countDeltas(txns) > copyAbove {
-		// A big group: COPY moves the delta log faster than unnest(), and a
-		// few more round trips do not matter.
+	b := &pgx.Batch{}
+	if nd := countDeltas(txns); nd > copyAbove || len(dirty) > copyAbove {
+		// A big group: COPY moves the delta log and new shadow rows faster
+		// than unnest(), and a few more round trips do not matter.
 		if err := w.begin(ctx); err != nil {
 			return 0, err
 		}
-		if err := w.copyDeltas(ctx, txns); err != nil {
+		if err := w.queueRowsCopy(ctx, b, dirty); err != nil {
 			w.rollback(ctx)
 			return 0, err
 		}
-		txns = nil
+		dirty = nil
+		if nd > 0 {
+			if err := w.copyDeltas(ctx, txns); err != nil {
+				w.rollback(ctx)
+				return 0, err
+			}
+			txns = nil
+		}
 	}
-	b := &pgx.Batch{}
 	open := w.tx != nil
 	if !open {
 		b.Queue(`BEGIN`)
 	}
-	queueRows(b, dirty)
+	queueRows(b, dirty, false, nil)
 	queueStates(b, states)
 	queueDeltas(b, txns)
 	b.Queue(sqlCheckpoint, pos)
