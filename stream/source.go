@@ -289,17 +289,26 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 	if err != nil || score < r.min || score > r.max {
 		return c, false
 	}
-	var b strings.Builder
+	n := 0
 	for _, p := range r.parts {
 		if p.col < 0 {
-			b.WriteString(p.lit)
+			n += len(p.lit)
 			continue
 		}
 		v := vals[p.col]
 		if v == nil {
 			return c, false
 		}
-		b.WriteString(*v)
+		n += len(*v)
+	}
+	var b strings.Builder
+	b.Grow(n) // one allocation for the subject
+	for _, p := range r.parts {
+		if p.col < 0 {
+			b.WriteString(p.lit)
+		} else {
+			b.WriteString(*vals[p.col])
+		}
 	}
 	c = Contribution{Subject: b.String(), Score: score, Bucket: -1}
 	if r.buckets > 0 {
