@@ -247,7 +247,7 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 		}
 		return nil, &AuthError{Reason: reason, Err: err}
 	}
-	g := &Grant{Subjects: map[string]bool{}}
+	g := &Grant{} // Subjects is made for the first exact subject: most grants have none
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Time
 	}
@@ -258,6 +258,9 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 		case strings.HasSuffix(s, "*"):
 			g.Prefixes = append(g.Prefixes, strings.TrimSuffix(s, "*"))
 		case s != "":
+			if g.Subjects == nil {
+				g.Subjects = map[string]bool{}
+			}
 			g.Subjects[s] = true
 		}
 	}

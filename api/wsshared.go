@@ -34,8 +34,10 @@ type wsShared struct {
 	stopped bool       // guarded by dmu
 }
 
-// maxIdleDrainers bounds a server's idle drain goroutines.
-const maxIdleDrainers = 1024
+// maxIdleDrainers bounds a server's idle drain goroutines. Each keeps a
+// stack of the runtime's average size; past a few per core they save little
+// (a new goroutine costs well under a microsecond, a write several).
+const maxIdleDrainers = 64
 
 // drainer is an idle drain goroutine.
 type drainer struct {
