@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -51,11 +52,10 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	subjects := slices.Clone(r.Sel.Subjects)
+	slices.Sort(subjects)
 	s := &sub{conn: c, id: r.ID, prefix: r.Sel.Prefix, throttle: r.Throttle,
-		subjects: make(map[string]struct{}, len(r.Sel.Subjects)), catchingUp: true}
-	for _, x := range r.Sel.Subjects {
-		s.subjects[x] = struct{}{}
-	}
+		subjects: slices.Clip(slices.Compact(subjects)), catchingUp: true}
 	if err := h.index(s); err != nil {
 		return Result{}, err
 	}
@@ -65,7 +65,7 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	res, err := h.catchUp(ctx, s, r, epoch, h0)
 	if err != nil {
 		c.subMu.Lock()
-		delete(c.subs, s)
+		c.removeSub(s)
 		c.subjects -= s.weight()
 		c.subMu.Unlock()
 		h.unindex(s)
@@ -122,13 +122,13 @@ func (h *Hub) index(s *sub) error {
 		c.subMu.Unlock()
 		return errf(CodeTooManySubscriptions, "this connection names the most subjects allowed", nil)
 	}
-	c.subs[s] = struct{}{}
+	c.subs = append(c.subs, s)
 	c.subjects += s.weight()
 	c.subMu.Unlock()
 	if s.prefix != "" {
 		h.prefixes.add(s)
 	} else {
-		for x := range s.subjects {
+		for _, x := range s.subjects {
 			sh := h.shardOf(x)
 			sh.mu.Lock()
 			m := sh.subs[x]
@@ -159,10 +159,7 @@ func (h *Hub) unindex(s *sub) {
 		s.timer = nil
 	}
 	s.pending, s.buf = nil, nil
-	subjects := make([]string, 0, len(s.subjects))
-	for x := range s.subjects {
-		subjects = append(subjects, x)
-	}
+	subjects := s.subjects // no longer changed: the subscription is closed
 	s.mu.Unlock()
 	if s.prefix != "" {
 		h.prefixes.remove(s)
@@ -194,7 +191,7 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 	n := 0
 	c.subMu.Lock()
 	var gone []*sub
-	for s := range c.subs {
+	for _, s := range c.subs {
 		if s.prefix != "" {
 			if s.prefix == sel.Prefix {
 				gone = append(gone, s)
@@ -204,8 +201,8 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 		}
 		s.mu.Lock()
 		for _, x := range sel.Subjects {
-			if _, ok := s.subjects[x]; ok {
-				delete(s.subjects, x)
+			if i, ok := slices.BinarySearch(s.subjects, x); ok && !s.closed {
+				s.subjects = slices.Delete(s.subjects, i, i+1)
 				h.unindexSubject(s, x)
 				c.subjects--
 				n++
@@ -217,7 +214,7 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 		s.mu.Unlock()
 	}
 	for _, s := range gone {
-		delete(c.subs, s)
+		c.removeSub(s)
 		c.subjects -= s.weight()
 	}
 	c.subMu.Unlock()

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,9 +41,9 @@ type Conn struct {
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
 
 	subMu    sync.Mutex
-	subs     map[*sub]struct{} // guarded by subMu
-	subjects int               // guarded by subMu; subjects and prefixes named by subs
-	removed  bool              // guarded by subMu; Disconnect ran
+	subs     []*sub // guarded by subMu; a few (at most MaxSubscriptions): a slice costs less than a map
+	subjects int    // guarded by subMu; subjects and prefixes named by subs
+	removed  bool   // guarded by subMu; Disconnect ran
 }
 
 // Codec returns the index of the connection's codec in the hub's Codecs.
@@ -240,6 +241,13 @@ func (c *Conn) Closed() (closed bool, code int, reason string) {
 	return c.closed, c.code, c.reason
 }
 
+// removeSub drops s from c.subs. Called with subMu held.
+func (c *Conn) removeSub(s *sub) {
+	if i := slices.Index(c.subs, s); i >= 0 {
+		c.subs = slices.Delete(c.subs, i, i+1)
+	}
+}
+
 // Subscriptions returns how many subscriptions the connection holds.
 func (c *Conn) Subscriptions() int {
 	c.subMu.Lock()
@@ -255,7 +263,7 @@ func (c *Conn) idle(now time.Time) bool {
 	}
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	for s := range c.subs {
+	for _, s := range c.subs {
 		s.mu.Lock()
 		busy := s.catchingUp || len(s.pending) > 0
 		s.mu.Unlock()

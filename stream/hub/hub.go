@@ -301,11 +301,7 @@ func (h *Hub) Connect(codec int) *Conn {
 	if codec < 0 || codec >= len(h.codecs) {
 		panic("hub: Connect: codec index out of range")
 	}
-	c := &Conn{
-		h: h, codec: codec,
-		done: make(chan struct{}),
-		subs: make(map[*sub]struct{}),
-	}
+	c := &Conn{h: h, codec: codec, done: make(chan struct{})}
 	c.lastSend.Store(time.Now().UnixNano())
 	h.connMu.Lock()
 	h.conns[c] = struct{}{}
@@ -327,7 +323,7 @@ func (h *Hub) Disconnect(c *Conn) {
 	subs := c.subs
 	c.subs = nil
 	c.subMu.Unlock()
-	for s := range subs {
+	for _, s := range subs {
 		h.unindex(s)
 	}
 	h.connMu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -236,6 +237,62 @@ func TestPublishFrames(t *testing.T) {
 	r.write(hub.Op{Subject: "seller:2", Score: 4e6}, hub.Op{Subject: "seller:1", Score: 4e6})
 	if m := rd.next(t); m.Type != wire.TypeDelta || m.Deltas[0].Subject != "seller:1" {
 		t.Fatalf("got %+v", m)
+	}
+}
+
+// TestUnsubscribeSubjects: unsubscribing some of a subscription's subjects
+// (named twice, in any order, with one it never held) stops exactly those;
+// the last one ends the subscription.
+func TestUnsubscribeSubjects(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	c := r.h.Connect(0)
+	defer r.h.Disconnect(c)
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	sel := stream.Selector{Subjects: []string{"seller:3", "seller:1", "seller:2", "seller:1"}}
+	if _, err := c.Subscribe(context.Background(), hub.Request{ID: 1, Sel: sel}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"subscribed", "snapshot"} {
+		if m := rd.next(t); m.Type != want {
+			t.Fatalf("got %s want %s", m.Type, want)
+		}
+	}
+	subjectsOf := func(m wire.ServerMessage) []string {
+		var out []string
+		for _, d := range m.Deltas {
+			out = append(out, d.Subject)
+		}
+		return out
+	}
+	all := []hub.Op{{Subject: "seller:1", Score: 5e6}, {Subject: "seller:2", Score: 4e6}, {Subject: "seller:3", Score: 3e6}}
+	if n := c.Unsubscribe(stream.Selector{Subjects: []string{"seller:2", "seller:9", "seller:2"}}); n != 1 {
+		t.Fatalf("unsubscribed %d subjects, want 1", n)
+	}
+	r.write(all...)
+	if m := rd.next(t); !slices.Equal(subjectsOf(m), []string{"seller:1", "seller:3"}) {
+		t.Fatalf("after unsubscribing seller:2: %+v", m)
+	}
+	if n := c.Subscriptions(); n != 1 {
+		t.Fatalf("%d subscriptions, want 1", n)
+	}
+	if n := c.Unsubscribe(stream.Selector{Subjects: []string{"seller:3", "seller:1"}}); n != 2 {
+		t.Fatalf("unsubscribed %d subjects, want 2", n)
+	}
+	if n := c.Subscriptions(); n != 0 {
+		t.Fatalf("%d subscriptions after unsubscribing every subject, want 0", n)
+	}
+	if n := r.h.Subscriptions(); n != 0 {
+		t.Fatalf("the hub counts %d subscriptions, want 0", n)
+	}
+	// Nothing more arrives for the connection: a new subscription's own
+	// frames come next.
+	r.write(all...)
+	if _, err := c.Subscribe(context.Background(), hub.Request{ID: 2, Sel: stream.Selector{Subjects: []string{"buyer:1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := rd.next(t); m.Type != wire.TypeSubscribed || m.ID != 2 {
+		t.Fatalf("got %+v, want subscribed 2", m)
 	}
 }
 

@@ -61,10 +61,10 @@ func (g *gatedLog) Meta(ctx context.Context) (stream.Meta, error) {
 func onlySub(c *Conn) *sub {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
-	for s := range c.subs {
-		return s
+	if len(c.subs) == 0 {
+		return nil
 	}
-	return nil
+	return c.subs[0]
 }
 
 // waitFor polls cond for up to a second.
