@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -35,39 +36,9 @@ func (e *env) fanout(ctx context.Context) error {
 		return err
 	}
 	defer cl.stop()
-	time.Sleep(time.Second)
-	rss0, err := e.svc.rssKB()
-	if err != nil {
+	if err := e.idleMemory(cl, conns, subjects, "memory per idle connection (subscribed, 10,000 connections)", "idle-10k"); err != nil {
 		return err
 	}
-	mem0, err := e.goMemKB()
-	if err != nil {
-		return err
-	}
-	r, err := cl.do(clientCmd{Cmd: "connect", N: conns, Subjects: subjects, Base: fanBase, Parallel: 200})
-	if err != nil {
-		return err
-	}
-	if r.Live < conns {
-		return fmt.Errorf("only %d of %d connections subscribed (%d failed)", r.Live, conns, r.Failed)
-	}
-	e.logf("  %d connections subscribed in %.1f s", r.Live, r.TookMs/1000)
-	time.Sleep(3 * time.Second)
-	rss1, err := e.svc.rssKB()
-	if err != nil {
-		return err
-	}
-	mem1, err := e.goMemKB()
-	if err != nil {
-		return err
-	}
-	e.heapProfile("idle-10k")
-	per := float64(rss1-rss0) * 1024 / conns
-	e.add(row{Measurement: "memory per idle connection (subscribed, 10,000 connections)",
-		Baseline: fmt.Sprintf("service RSS %.1f MiB before", float64(rss0)/1024),
-		Result: fmt.Sprintf("%.1f KB per connection (RSS %.1f MiB after); Go heap + stacks in use: %.1f KB per connection",
-			per/1000, float64(rss1)/1024, (mem1-mem0)*1024/conns/1000),
-		Ratio: fmt.Sprintf("%.1f× target", per/6000), Target: "≤ 6 KB", Verdict: verdict(per <= 6000)})
 
 	// Fan-out: raise deliveries/s step by step, first on the floor (a bare
 	// broadcast server, same client), then on the service.
@@ -97,7 +68,7 @@ func (e *env) fanout(ctx context.Context) error {
 	}
 
 	// Reconnect storm, under a light write load (resumes replay something).
-	r, err = cl.do(clientCmd{Cmd: "report"})
+	r, err := cl.do(clientCmd{Cmd: "report"})
 	if err != nil {
 		return err
 	}
@@ -132,6 +103,72 @@ func (e *env) fanout(ctx context.Context) error {
 	e.add(row{Measurement: "10,000 clients reconnecting at once, resuming",
 		Baseline: "—", Result: fmt.Sprintf("all live in %.2f s (p50 %.0f ms, p99 %.0f ms); %d failed", all/1000, median(p50s), median(p99s), failed),
 		Ratio: fmt.Sprintf("%.2f× of the 5 s budget", all/5000), Target: "all live within 5 s", Verdict: verdict(ok)})
+
+	// The same idle connections with the service's garbage collector set
+	// to keep less headroom: what an operator trading CPU for memory gets.
+	if _, err := cl.do(clientCmd{Cmd: "close"}); err != nil {
+		return err
+	}
+	if err := e.stopService(); err != nil {
+		return err
+	}
+	e.svcExtra = []string{"GOGC=" + strconv.Itoa(tightGOGC)}
+	err = e.ensureService(ctx, "fanout-gogc")
+	e.svcExtra = nil
+	if err != nil {
+		return err
+	}
+	if err := e.idleMemory(cl, conns, subjects, fmt.Sprintf("memory per idle connection, the service run with GOGC=%d", tightGOGC), ""); err != nil {
+		return err
+	}
+	if _, err := cl.do(clientCmd{Cmd: "close"}); err != nil {
+		return err
+	}
+	return e.stopService() // the next measurement starts the service as configured
+}
+
+// tightGOGC is the GOGC the second memory measurement runs the service with.
+const tightGOGC = 25
+
+// idleMemory connects conns idle, subscribed clients and adds a row of the
+// service's RSS growth per connection, with the Go heap and stacks beside
+// it; profile, if set, names a heap profile of the result.
+func (e *env) idleMemory(cl *clients, conns, subjects int, name, profile string) error {
+	time.Sleep(time.Second)
+	rss0, err := e.svc.rssKB()
+	if err != nil {
+		return err
+	}
+	mem0, err := e.goMemKB()
+	if err != nil {
+		return err
+	}
+	r, err := cl.do(clientCmd{Cmd: "connect", N: conns, Subjects: subjects, Base: fanBase, Parallel: 200})
+	if err != nil {
+		return err
+	}
+	if r.Live < conns {
+		return fmt.Errorf("only %d of %d connections subscribed (%d failed)", r.Live, conns, r.Failed)
+	}
+	e.logf("  %d connections subscribed in %.1f s", r.Live, r.TookMs/1000)
+	time.Sleep(3 * time.Second)
+	rss1, err := e.svc.rssKB()
+	if err != nil {
+		return err
+	}
+	mem1, err := e.goMemKB()
+	if err != nil {
+		return err
+	}
+	if profile != "" {
+		e.heapProfile(profile)
+	}
+	per := float64(rss1-rss0) * 1024 / float64(conns)
+	e.add(row{Measurement: name,
+		Baseline: fmt.Sprintf("service RSS %.1f MiB before", float64(rss0)/1024),
+		Result: fmt.Sprintf("%.1f KB per connection (RSS %.1f MiB after); Go heap + stacks in use: %.1f KB per connection",
+			per/1000, float64(rss1)/1024, (mem1-mem0)*1024/float64(conns)/1000),
+		Ratio: fmt.Sprintf("%.1f× target", per/6000), Target: "≤ 6 KB", Verdict: verdict(per <= 6000)})
 	return nil
 }
 

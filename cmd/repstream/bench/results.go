@@ -112,7 +112,9 @@ measurement wrote is not flushed during the next.
   go_memstats_stack_inuse_bytes from /metrics), before and after: RSS also
   holds the garbage collector's headroom (GOGC=100 lets the heap reach twice
   what is live) and memory freed after the connect burst that the runtime
-  has not yet returned to the kernel.
+  has not yet returned to the kernel. The second row repeats it on a service
+  restarted with GOGC=25, which keeps less headroom at some CPU (see the
+  README's note on memory).
 - **resume**: a client 10,000 deltas behind on one subject resubscribes with
   its cursor; time from sending subscribe to the 10,000th delta (in memory:
   the hub's ring; from the store: the service restarted with api.ring_deltas: -1).
