@@ -11,8 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/repstream/repstream/cdc"
-	"github.com/repstream/repstream/cdc/localpg"
-	"github.com/repstream/repstream/sql/migrations"
 )
 
 type nopPublisher struct{}
@@ -25,16 +23,8 @@ func (nopPublisher) Reset(Meta)         {}
 // half does, store writes excluded: ns/change is the service's in-memory
 // cost per source change (key, values, row cache, fold).
 func BenchmarkApplyInserts(b *testing.B) {
-	url, _ := localpg.NewDatabase(b)
-	if err := migrations.Up(url); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	w, err := newWriter(ctx, url, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.close(ctx)
+	w := storeWriter(b)
 	r := benchRule(b)
 	rel := &cdc.Relation{ID: 1, Namespace: "public", Name: "reviews", Columns: []cdc.Column{
 		{Name: "id", Flags: 1}, {Name: "seller_id"}, {Name: "rating"}, {Name: "status"}}}

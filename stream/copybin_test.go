@@ -8,25 +8,14 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/repstream/repstream/cdc/localpg"
-	"github.com/repstream/repstream/sql/migrations"
 )
 
 // The binary COPY encoder writes the delta log and the row shadow of big
 // groups: every value must come back from Postgres exactly as it went in,
 // and deltas must come back whole whatever order the encoder wrote them in.
 func TestBinaryCopyRoundTrip(t *testing.T) {
-	url, _ := localpg.NewDatabase(t)
-	if err := migrations.Up(url); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	w, err := newWriter(ctx, url, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close(ctx)
+	w := storeWriter(t)
 
 	s := func(v string) *string { return &v }
 	at := time.Date(2026, 11, 27, 2, 46, 11, 123456789, time.UTC)

@@ -6,9 +6,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/repstream/repstream/cdc/localpg"
-	"github.com/repstream/repstream/sql/migrations"
 )
 
 // BenchmarkStoreWriteGroup writes one group commit the way the applier
@@ -17,16 +14,8 @@ import (
 // store's cost per source change. The test cluster runs with fsync off, so
 // COMMIT is cheaper here than in `make bench`.
 func BenchmarkStoreWriteGroup(b *testing.B) {
-	url, _ := localpg.NewDatabase(b)
-	if err := migrations.Up(url); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	w, err := newWriter(ctx, url, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer w.close(ctx)
+	w := storeWriter(b)
 	at := time.Now()
 	seq := 0
 	for _, n := range []int{1, 10, 100, 2000, 20000} {

@@ -13,6 +13,23 @@ import (
 	"github.com/repstream/repstream/sql/migrations"
 )
 
+// storeWriter is a writer on a fresh, migrated database of the test
+// cluster, closed when the test ends.
+func storeWriter(tb testing.TB) *writer {
+	tb.Helper()
+	url, _ := localpg.NewDatabase(tb)
+	if err := migrations.Up(url); err != nil {
+		tb.Fatal(err)
+	}
+	ctx := context.Background()
+	w, err := newWriter(ctx, url, false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { w.close(ctx) })
+	return w
+}
+
 // The group write sends text[] and bigint[] values as array literals; every
 // value must come back from Postgres exactly as it went in.
 func TestArrayLiteralsRoundTrip(t *testing.T) {
@@ -71,16 +88,8 @@ func deref(vals []*string) []string {
 // session in an aborted transaction. Both paths: small groups (one batch)
 // and big ones (COPY first).
 func TestFailedGroupLeavesNothingAndWriterGoesOn(t *testing.T) {
-	url, _ := localpg.NewDatabase(t)
-	if err := migrations.Up(url); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
-	w, err := newWriter(ctx, url, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.close(ctx)
+	w := storeWriter(t)
 	at := time.Now()
 	group := func(first LSN, n int, key string) (map[rowKey]shadowRow, []State, []Txn) {
 		v := "4"

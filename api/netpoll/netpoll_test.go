@@ -40,6 +40,12 @@ func pair(t *testing.T) (server, client *net.TCPConn) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	return dial(t, ln)
+}
+
+// dial connects to ln and returns both ends, closed when the test ends.
+func dial(t *testing.T, ln net.Listener) (server, client *net.TCPConn) {
+	t.Helper()
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -165,24 +171,12 @@ func TestDescriptorReuse(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		dial := func() (client, server *net.TCPConn) {
-			c, err := net.Dial("tcp", ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			s, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { c.Close(); s.Close() })
-			return c.(*net.TCPConn), s.(*net.TCPConn)
-		}
-		c1, _ := dial()
+		_, c1 := dial(t, ln)
 		fd1 := fdOf(t, c1)
 		h1, old := watch(t, p, c1)
 		h1.Remove()
 		c1.Close()
-		c2, s2 := dial() // the lowest free descriptor: c1's
+		s2, c2 := dial(t, ln) // the client takes the lowest free descriptor: c1's
 		if fd := fdOf(t, c2); fd != fd1 {
 			t.Fatalf("the new connection has descriptor %d, not the closed one's %d", fd, fd1)
 		}
