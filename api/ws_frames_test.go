@@ -200,3 +200,30 @@ func TestNotAnUpgrade(t *testing.T) {
 		t.Fatalf("after the close: %v, want the connection closed", err)
 	}
 }
+
+// TestIdlePeersVanish: idle sessions whose clients go away without a close
+// frame (a FIN, or a reset) end at once: the hangup wakes their socket in
+// the poller.
+func TestIdlePeersVanish(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil)
+	var conns []*wsClient
+	for range 40 {
+		c := connect(t, e, wire.JSON{}, "*")
+		c.send(wire.ClientMessage{Type: wire.TypeSubscribe, ID: 1, Prefix: "seller:"})
+		c.expect(wire.TypeSubscribed)
+		c.expect(wire.TypeSnapshot)
+		conns = append(conns, c)
+	}
+	waitConnections(t, e, 40)
+	for i, c := range conns {
+		nc := c.ws.NetConn().(*net.TCPConn)
+		if i%2 == 0 {
+			_ = nc.SetLinger(0) // close sends a reset
+		}
+		nc.Close()
+	}
+	waitConnections(t, e, 0) // well before pong_timeout (35 s by default)
+	if n := e.Server.Hub().Subscriptions(); n != 0 {
+		t.Fatalf("%d subscriptions left", n)
+	}
+}
