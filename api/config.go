@@ -59,6 +59,12 @@ type Config struct {
 	// MaxLimit bounds the limit parameter of list endpoints. Zero means
 	// 10000.
 	MaxLimit int `yaml:"max_limit"`
+	// SubscribeWorkers bounds the connections whose subscribes and
+	// unsubscribes run at once; the others wait in line, holding no
+	// goroutine, so a storm of subscribes (every client reconnecting) costs
+	// neither memory per waiting client nor a herd on the store. Zero
+	// means 64.
+	SubscribeWorkers int `yaml:"subscribe_workers"`
 }
 
 func (c Config) withDefaults() Config {
@@ -91,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxLimit == 0 {
 		c.MaxLimit = 10000
+	}
+	if c.SubscribeWorkers == 0 {
+		c.SubscribeWorkers = 64
 	}
 	return c
 }
@@ -132,6 +141,7 @@ func (c Config) Validate() error {
 		neg("max_throttle", int64(c.MaxThrottle)),
 		neg("http_timeout", int64(c.HTTPTimeout)),
 		neg("max_limit", int64(c.MaxLimit)),
+		neg("subscribe_workers", int64(c.SubscribeWorkers)),
 	} {
 		if e != nil {
 			return e

@@ -229,6 +229,7 @@ type session struct {
 	shared            *wsShared    // the server's poller, pinger and drain goroutines
 	pingSlot, pingIdx int          // guarded by shared.mu
 	pingDue           atomic.Bool  // set by the pinger before it pokes the drain
+	inLine            bool         // guarded by shared.wmu; waiting for a subscribe worker
 	lastRead          atomic.Int64 // unix nanoseconds of the peer's last frame; the pinger drops a peer silent for PongTimeout
 	dropped           atomic.Bool  // the read side is shut down: the next read ends the session
 
@@ -370,6 +371,13 @@ func (ss *session) end() {
 		ss.cancel()
 	}
 	ss.mu.Unlock()
+	if ss.shared != nil && ss.shared.dropWaiting(ss) {
+		// Its requests never ran: the worker it waited for is not coming.
+		ss.mu.Lock()
+		ss.working, ss.reqs = false, nil
+		ss.mu.Unlock()
+		ss.wg.Done()
+	}
 	ss.wg.Wait()
 	ss.mu.Lock()
 	for _, t := range []*time.Timer{ss.expiry, ss.hello, ss.grace} {
@@ -474,20 +482,24 @@ func (ss *session) authenticated(g *Grant) bool {
 	return true
 }
 
-// request queues a subscribe or unsubscribe for the worker, starting it if
-// it is not running; while maxPendingRequests wait, it waits (or until the
-// connection closes).
+// request queues a subscribe or unsubscribe for the worker, starting it
+// (or putting the session in line for one, wsShared.startWork) if it is not
+// running; while maxPendingRequests wait, it waits (or until the connection
+// closes).
 func (ss *session) request(m wire.ClientMessage) {
 	for {
 		ss.mu.Lock()
 		if len(ss.reqs) < maxPendingRequests {
 			ss.reqs = append(ss.reqs, m)
-			if !ss.working {
+			start := !ss.working
+			if start {
 				ss.working = true
 				ss.wg.Add(1)
-				go ss.work()
 			}
 			ss.mu.Unlock()
+			if start {
+				ss.shared.startWork(ss)
+			}
 			return
 		}
 		if ss.reqSpace == nil {
@@ -503,9 +515,9 @@ func (ss *session) request(m wire.ClientMessage) {
 	}
 }
 
-// work runs the queued subscribes and unsubscribes in order, and returns
-// when none is left (request starts it again). Its context is cancelled
-// when the session ends.
+// work runs the queued subscribes and unsubscribes in order, on one of the
+// server's subscribe workers, and returns when none is left (request starts
+// it again). Its context is cancelled when the session ends.
 func (ss *session) work() {
 	defer ss.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,11 +2,13 @@ package api_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +19,8 @@ import (
 	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/api/apitest"
 	"github.com/repstream/repstream/api/wire"
+	"github.com/repstream/repstream/stream"
+	"github.com/repstream/repstream/stream/hub"
 )
 
 // rawFrame writes one masked client frame straight onto c's socket,
@@ -225,5 +229,68 @@ func TestIdlePeersVanish(t *testing.T) {
 	waitConnections(t, e, 0) // well before pong_timeout (35 s by default)
 	if n := e.Server.Hub().Subscriptions(); n != 0 {
 		t.Fatalf("%d subscriptions left", n)
+	}
+}
+
+// gatedLog holds snapshots of the subject "slow:1" until open is closed or
+// the caller gives up.
+type gatedLog struct {
+	*hub.MemLog
+	open chan struct{}
+}
+
+func (g gatedLog) States(ctx context.Context, sel stream.Selector, order stream.Order, limit int) ([]stream.State, stream.LSN, error) {
+	if slices.Contains(sel.Subjects, "slow:1") {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	return g.MemLog.States(ctx, sel, order, limit)
+}
+
+// TestSubscribeWorkersBound: with one subscribe worker, a subscribe stuck
+// on the store holds the others in line, in order; a client that leaves
+// while in line is let go at once, and its request never runs.
+func TestSubscribeWorkersBound(t *testing.T) {
+	log := hub.NewMemLog("epoch-1", 0x1000)
+	g := gatedLog{MemLog: log, open: make(chan struct{})}
+	e := apitest.StartLog(t, api.Config{SubscribeWorkers: 1}, nil, g)
+	m, _ := log.Meta(context.Background())
+	e.Server.Hub().Reset(m)
+	subscribe := func(subject string) *wsClient {
+		c := connect(t, e, wire.JSON{}, "*")
+		c.send(wire.ClientMessage{Type: wire.TypeSubscribe, ID: 1, Subjects: []string{subject}})
+		return c
+	}
+	slow := subscribe("slow:1") // takes the one worker and waits on the store
+	waitSubscriptions(t, e, 1)
+	next := subscribe("seller:1")
+	gone := subscribe("seller:2")
+	time.Sleep(200 * time.Millisecond)
+	if n := e.Server.Hub().Subscriptions(); n != 1 {
+		t.Fatalf("%d subscriptions while the worker is stuck, want 1: the worker bound does not hold", n)
+	}
+	gone.ws.NetConn().Close()
+	waitConnections(t, e, 2) // it ended while the worker was still stuck
+	close(g.open)
+	slow.expect(wire.TypeSubscribed)
+	next.expect(wire.TypeSubscribed)
+	next.expect(wire.TypeSnapshot)
+	time.Sleep(100 * time.Millisecond)
+	if n := e.Server.Hub().Subscriptions(); n != 2 {
+		t.Fatalf("%d subscriptions, want 2: the request of the client that left must not run", n)
+	}
+}
+
+func waitSubscriptions(t *testing.T, e *apitest.Env, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Server.Hub().Subscriptions() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d subscriptions, want %d", e.Server.Hub().Subscriptions(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

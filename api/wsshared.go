@@ -25,6 +25,13 @@ type wsShared struct {
 	next  int                   // guarded by mu; the slot the next session joins
 	n     int                   // guarded by mu; sessions
 
+	// The subscribe workers: at most cfg.SubscribeWorkers sessions run
+	// their requests at once; the others wait in line, without a goroutine.
+	wmu     sync.Mutex
+	working int        // guarded by wmu; sessions whose requests run
+	waiting []*session // guarded by wmu; sessions with requests, in the order they asked
+	maxWork int
+
 	// Idle drain goroutines, most recently idle last: the next drain goes
 	// to the one whose stack is warmest, and those idle for a whole ping
 	// tick are retired.
@@ -66,7 +73,7 @@ func (s *Server) join(ss *session, sc syscall.Conn) error {
 		if err != nil {
 			return err
 		}
-		w = &wsShared{stop: make(chan struct{}), poll: p}
+		w = &wsShared{stop: make(chan struct{}), poll: p, maxWork: s.cfg.SubscribeWorkers}
 		s.ws = w
 		go w.ping(s.cfg.Heartbeat/pingSlots, s.cfg.PongTimeout)
 	}
@@ -166,6 +173,54 @@ func (w *wsShared) ping(every, silence time.Duration) {
 		w.retireLocked(old)
 		w.dmu.Unlock()
 	}
+}
+
+// startWork runs ss.work on a new subscribe worker, or puts ss in line for
+// one when maxWork run already.
+func (w *wsShared) startWork(ss *session) {
+	w.wmu.Lock()
+	if w.working >= w.maxWork {
+		w.waiting = append(w.waiting, ss)
+		ss.inLine = true
+		w.wmu.Unlock()
+		return
+	}
+	w.working++
+	w.wmu.Unlock()
+	go w.worker(ss)
+}
+
+// worker runs ss's requests, then those of the sessions in line, until
+// none waits.
+func (w *wsShared) worker(ss *session) {
+	for ss != nil {
+		ss.work()
+		w.wmu.Lock()
+		ss = nil
+		for ss == nil && len(w.waiting) > 0 {
+			if x := w.waiting[0]; x.inLine { // else it ended while in line
+				x.inLine = false
+				ss = x
+			}
+			w.waiting[0] = nil
+			w.waiting = w.waiting[1:]
+		}
+		if ss == nil {
+			w.working--
+			w.waiting = nil
+		}
+		w.wmu.Unlock()
+	}
+}
+
+// dropWaiting takes ss out of the line (the worker that reaches it skips
+// it), reporting whether it was in it.
+func (w *wsShared) dropWaiting(ss *session) bool {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	in := ss.inLine
+	ss.inLine = false
+	return in
 }
 
 // startDrain runs ss.drain on the most recently idle drain goroutine, or a
