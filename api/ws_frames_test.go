@@ -132,10 +132,21 @@ func TestClientCloseEchoed(t *testing.T) {
 
 func waitConnections(t *testing.T, e *apitest.Env, n int) {
 	t.Helper()
+	waitCount(t, "connections", e.Server.Hub().Connections, n)
+}
+
+func waitSubscriptions(t *testing.T, e *apitest.Env, n int) {
+	t.Helper()
+	waitCount(t, "subscriptions", e.Server.Hub().Subscriptions, n)
+}
+
+// waitCount polls count for up to 5 s until it returns want.
+func waitCount(t *testing.T, what string, count func() int, want int) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
-	for e.Server.Hub().Connections() != n {
+	for count() != want {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d connections, want %d", e.Server.Hub().Connections(), n)
+			t.Fatalf("%d %s, want %d", count(), what, want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -281,16 +292,5 @@ func TestSubscribeWorkersBound(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := e.Server.Hub().Subscriptions(); n != 2 {
 		t.Fatalf("%d subscriptions, want 2: the request of the client that left must not run", n)
-	}
-}
-
-func waitSubscriptions(t *testing.T, e *apitest.Env, n int) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Server.Hub().Subscriptions() != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d subscriptions, want %d", e.Server.Hub().Subscriptions(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
