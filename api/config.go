@@ -33,7 +33,8 @@ type Config struct {
 	// ping interval. Zero means 15s.
 	Heartbeat time.Duration `yaml:"heartbeat"`
 	// PongTimeout is how long a peer may stay silent (no pong, no message)
-	// before it is considered dead. Zero means 2×Heartbeat + 5s.
+	// before it is considered dead; it is checked when the peer is due its
+	// next ping, so within a heartbeat after. Zero means 2×Heartbeat + 5s.
 	PongTimeout time.Duration `yaml:"pong_timeout"`
 	// HelloTimeout is how long a connection without an Authorization
 	// header has to send hello. Zero means 10s.

@@ -129,9 +129,11 @@ func (s *Server) leave(ss *session) {
 	}
 }
 
-// ping marks every session ping-due once a heartbeat and pokes its drain,
-// which writes the ping; and every tick it drops the sessions whose peer
-// sent nothing, not even a pong, for silence.
+// ping visits one slot of sessions every tick, so each session once a
+// heartbeat: a session whose peer sent nothing, not even a pong, for
+// silence is dropped; the others are marked ping-due and their drain is
+// poked, which writes the ping. (The previous visit's ping was a heartbeat
+// ago and silence exceeds a heartbeat, so a live peer has answered it.)
 func (w *wsShared) ping(every, silence time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -146,21 +148,16 @@ func (w *wsShared) ping(every, silence time.Duration) {
 		w.cur = (w.cur + 1) % pingSlots
 		due = append(due[:0], w.slots[w.cur]...)
 		w.mu.Unlock()
-		for _, ss := range due {
-			ss.pingDue.Store(true)
-			ss.hc.Poke() // a no-op once the session's connection is closed
-		}
-		w.mu.Lock()
-		due = due[:0]
-		for _, slot := range w.slots {
-			due = append(due, slot...)
-		}
-		w.mu.Unlock()
 		dead := time.Now().Add(-silence).UnixNano()
 		for _, ss := range due {
-			if ss.lastRead.Load() < dead && !ss.dropped.Load() {
+			switch {
+			case ss.dropped.Load():
+			case ss.lastRead.Load() < dead:
 				ss.hc.Close(CloseGoingAway, "peer gone: no pong in time")
 				ss.closeRead()
+			default:
+				ss.pingDue.Store(true)
+				ss.hc.Poke() // a no-op once the session's connection is closed
 			}
 		}
 		clear(due)
