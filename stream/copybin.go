@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 // The delta log and the row shadow have fixed column types, so a big group
@@ -13,12 +15,6 @@ import (
 // buffer: pgx's CopyFrom boxes every value in an interface and plans its
 // encoding value by value, which cost more CPU than the rest of the write.
 // The format is Postgres's (see the COPY reference page, "Binary Format").
-
-// Type OIDs binary arrays name their elements by.
-const (
-	int8OID = 20
-	textOID = 25
-)
 
 // copySignature starts every binary COPY stream; flags and header extension
 // length (both zero) follow.
@@ -45,20 +41,11 @@ func appendCopyInt2(b []byte, v int16) []byte {
 	return binary.BigEndian.AppendUint16(b, uint16(v))
 }
 
-func appendCopyInt8(b []byte, v int64) []byte {
+// appendCopy8 appends an eight-byte field: bigint, float8 (its IEEE bits)
+// and pg_lsn alike.
+func appendCopy8(b []byte, v uint64) []byte {
 	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(v))
-}
-
-func appendCopyFloat8(b []byte, v float64) []byte {
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
-}
-
-// appendCopyLSN appends a pg_lsn: a uint64.
-func appendCopyLSN(b []byte, l LSN) []byte {
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(l))
+	return binary.BigEndian.AppendUint64(b, v)
 }
 
 func appendCopyText(b []byte, s string) []byte {
@@ -69,9 +56,7 @@ func appendCopyText(b []byte, s string) []byte {
 // appendCopyTimestamptz appends t as microseconds since 2000-01-01 UTC,
 // truncating nanoseconds as pgx does.
 func appendCopyTimestamptz(b []byte, t time.Time) []byte {
-	us := t.Unix()*1_000_000 + int64(t.Nanosecond())/1000 - microsecFromUnixEpochToY2K
-	b = binary.BigEndian.AppendUint32(b, 8)
-	return binary.BigEndian.AppendUint64(b, uint64(us))
+	return appendCopy8(b, uint64(t.Unix()*1_000_000+int64(t.Nanosecond())/1000-microsecFromUnixEpochToY2K))
 }
 
 // appendArrayHeader appends a one-dimensional array's header after its
@@ -106,10 +91,9 @@ func appendCopyInt8Array(b []byte, h []int64) []byte {
 		size += 8
 	}
 	b = binary.BigEndian.AppendUint32(b, uint32(size))
-	b = appendArrayHeader(b, len(h), false, int8OID)
+	b = appendArrayHeader(b, len(h), false, pgtype.Int8OID)
 	for _, v := range h {
-		b = binary.BigEndian.AppendUint32(b, 8)
-		b = binary.BigEndian.AppendUint64(b, uint64(v))
+		b = appendCopy8(b, uint64(v))
 	}
 	return b
 }
@@ -119,7 +103,7 @@ func appendCopyTextArray(b []byte, vals []*string) []byte {
 	at := len(b)
 	b = append(b, 0, 0, 0, 0) // length, filled in below
 	hasNull := slices.Contains(vals, nil)
-	b = appendArrayHeader(b, len(vals), hasNull, textOID)
+	b = appendArrayHeader(b, len(vals), hasNull, pgtype.TextOID)
 	for _, v := range vals {
 		if v == nil {
 			b = appendCopyNull(b)
@@ -146,69 +130,32 @@ func appendDeltasCopy(b []byte, txns []Txn) []byte {
 	for _, d := range deltasBySubject(txns) {
 		b = appendCopyTuple(b, 13)
 		b = appendCopyText(b, d.Subject)
-		b = appendCopyLSN(b, d.LSN)
-		b = appendCopyInt8(b, d.Version)
-		b = appendCopyInt8(b, d.After.Count)
-		b = appendCopyInt8(b, int64(d.After.Sum))
-		b = appendCopyFloat8(b, d.After.Mean)
-		b = appendCopyFloat8(b, d.After.Bayes)
+		b = appendCopy8(b, uint64(d.LSN))
+		b = appendCopy8(b, uint64(d.Version))
+		b = appendCopy8(b, uint64(d.After.Count))
+		b = appendCopy8(b, uint64(d.After.Sum))
+		b = appendCopy8(b, math.Float64bits(d.After.Mean))
+		b = appendCopy8(b, math.Float64bits(d.After.Bayes))
 		b = appendCopyInt8Array(b, d.After.Hist)
-		b = appendCopyInt8(b, d.Change.Count)
-		b = appendCopyInt8(b, int64(d.Change.Sum))
-		b = appendCopyFloat8(b, d.Change.Mean)
-		b = appendCopyFloat8(b, d.Change.Bayes)
+		b = appendCopy8(b, uint64(d.Change.Count))
+		b = appendCopy8(b, uint64(d.Change.Sum))
+		b = appendCopy8(b, math.Float64bits(d.Change.Mean))
+		b = appendCopy8(b, math.Float64bits(d.Change.Bayes))
 		b = appendCopyTimestamptz(b, d.After.UpdatedAt)
 	}
 	return b
 }
 
 // deltasBySubject lists the deltas of txns ordered by subject, keeping the
-// order of txns (their LSN order) within a subject: a counting sort over
-// the group's distinct subjects.
+// order of txns (their LSN order) within a subject.
 func deltasBySubject(txns []Txn) []*Delta {
-	n := countDeltas(txns)
-	bucket := make(map[string]int32)
-	var subjects []string
-	ids := make([]int32, 0, n)
+	out := make([]*Delta, 0, countDeltas(txns))
 	for i := range txns {
 		for j := range txns[i].Deltas {
-			s := txns[i].Deltas[j].Subject
-			id, ok := bucket[s]
-			if !ok {
-				id = int32(len(subjects))
-				bucket[s] = id
-				subjects = append(subjects, s)
-			}
-			ids = append(ids, id)
+			out = append(out, &txns[i].Deltas[j])
 		}
 	}
-	// order ranks the subjects; start[id] is where subject id's deltas
-	// begin in the output.
-	order := make([]int32, len(subjects))
-	for i := range order {
-		order[i] = int32(i)
-	}
-	slices.SortFunc(order, func(x, y int32) int { return strings.Compare(subjects[x], subjects[y]) })
-	count := make([]int32, len(subjects))
-	for _, id := range ids {
-		count[id]++
-	}
-	start := make([]int32, len(subjects)) // by id
-	pos := int32(0)
-	for _, id := range order {
-		start[id] = pos
-		pos += count[id]
-	}
-	out := make([]*Delta, n)
-	k := 0
-	for i := range txns {
-		for j := range txns[i].Deltas {
-			id := ids[k]
-			k++
-			out[start[id]] = &txns[i].Deltas[j]
-			start[id]++
-		}
-	}
+	slices.SortStableFunc(out, func(x, y *Delta) int { return strings.Compare(x.Subject, y.Subject) })
 	return out
 }
 
