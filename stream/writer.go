@@ -172,9 +172,9 @@ const statesChunk = 20000
 
 // queueRows queues the shadow changes: new rows inserted, stored ones
 // updated or deleted; no upsert, whose speculative insertion costs more
-// than knowing. With copyIns, new rows are appended to ins as binary COPY
+// than knowing. With copyNew, new rows are appended to it as binary COPY
 // tuples instead, and counted in n.
-func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow, copyIns bool, ins []byte) (_ []byte, n int) {
+func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow, copyNew *[]byte) (n int) {
 	var del, insq, up struct {
 		src  []int16
 		key  []string
@@ -186,8 +186,8 @@ func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow, copyIns bool, ins []byt
 		case r.vals == nil && !r.stored: // inserted and deleted within the group
 		case r.vals == nil:
 			del.src, del.key = append(del.src, k.source), append(del.key, k.key)
-		case !r.stored && copyIns:
-			ins = appendRowCopy(ins, k.source, k.key, r.vals)
+		case !r.stored && copyNew != nil:
+			*copyNew = appendRowCopy(*copyNew, k.source, k.key, r.vals)
 			n++
 		case !r.stored:
 			lit = appendTextArray(lit[:0], r.vals)
@@ -206,7 +206,7 @@ func queueRows(b *pgx.Batch, dirty map[rowKey]shadowRow, copyIns bool, ins []byt
 	if len(up.key) > 0 {
 		b.Queue(sqlRowsUpdate, up.src, up.key, up.vals)
 	}
-	return ins, n
+	return n
 }
 
 // queueStates queues an upsert of states.
@@ -275,12 +275,11 @@ func (w *writer) copyDeltas(ctx context.Context, txns []Txn) error {
 // with COPY in the open transaction when there are many.
 func (w *writer) queueRowsCopy(ctx context.Context, b *pgx.Batch, dirty map[rowKey]shadowRow) error {
 	if len(dirty) <= copyAbove || w.tx == nil {
-		queueRows(b, dirty, false, nil)
+		queueRows(b, dirty, nil)
 		return nil
 	}
-	var n int
-	w.buf, n = queueRows(b, dirty, true, appendCopyHeader(w.buf[:0]))
-	if n == 0 {
+	w.buf = appendCopyHeader(w.buf[:0])
+	if queueRows(b, dirty, &w.buf) == 0 {
 		return nil
 	}
 	if err := w.copyIn(ctx, sqlCopyRows); err != nil {
@@ -433,7 +432,7 @@ func (w *writer) commitGroup(ctx context.Context, dirty map[rowKey]shadowRow, st
 	if !open {
 		b.Queue(`BEGIN`)
 	}
-	queueRows(b, dirty, false, nil)
+	queueRows(b, dirty, nil)
 	queueStates(b, states)
 	queueDeltas(b, txns)
 	b.Queue(sqlCheckpoint, pos)
