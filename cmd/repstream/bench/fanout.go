@@ -135,11 +135,7 @@ const tightGOGC = 25
 // it; profile, if set, names a heap profile of the result.
 func (e *env) idleMemory(cl *clients, conns, subjects int, name, profile string) error {
 	time.Sleep(time.Second)
-	rss0, err := e.svc.rssKB()
-	if err != nil {
-		return err
-	}
-	mem0, err := e.goMemKB()
+	rss0, mem0, err := e.memNow()
 	if err != nil {
 		return err
 	}
@@ -152,11 +148,7 @@ func (e *env) idleMemory(cl *clients, conns, subjects int, name, profile string)
 	}
 	e.logf("  %d connections subscribed in %.1f s", r.Live, r.TookMs/1000)
 	time.Sleep(3 * time.Second)
-	rss1, err := e.svc.rssKB()
-	if err != nil {
-		return err
-	}
-	mem1, err := e.goMemKB()
+	rss1, mem1, err := e.memNow()
 	if err != nil {
 		return err
 	}
@@ -170,6 +162,15 @@ func (e *env) idleMemory(cl *clients, conns, subjects int, name, profile string)
 			per/1000, float64(rss1)/1024, (mem1-mem0)*1024/float64(conns)/1000),
 		Ratio: fmt.Sprintf("%.1f× target", per/6000), Target: "≤ 6 KB", Verdict: verdict(per <= 6000)})
 	return nil
+}
+
+// memNow reads the service's RSS and its Go heap and stacks in use, in KiB.
+func (e *env) memNow() (rss int64, goMem float64, err error) {
+	if rss, err = e.svc.rssKB(); err != nil {
+		return 0, 0, err
+	}
+	goMem, err = e.goMemKB()
+	return rss, goMem, err
 }
 
 // rampUp offers rising deliveries/s until a step is not held: p99 ≤ 50 ms,
