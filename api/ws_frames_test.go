@@ -294,3 +294,28 @@ func TestSubscribeWorkersBound(t *testing.T) {
 		t.Fatalf("%d subscriptions, want 2: the request of the client that left must not run", n)
 	}
 }
+
+// TestFragmentsOverLimit: max_frame_bytes bounds a message, not each of its
+// fragments.
+func TestFragmentsOverLimit(t *testing.T) {
+	e := apitest.Start(t, api.Config{MaxFrameBytes: 4096}, nil)
+	c := connect(t, e, wire.JSON{}, "*")
+	part := []byte(strings.Repeat("x", 3000))
+	c.rawFrame(ws.NewFrame(ws.OpText, false, part), true)
+	c.rawFrame(ws.NewFrame(ws.OpContinuation, true, part), true)
+	c.expectClose(api.CloseTooBig, 5*time.Second)
+}
+
+// TestCloseUnanswered: a peer that never answers the server's close (it
+// reads nothing more) is dropped after the close grace, not kept until
+// pong_timeout.
+func TestCloseUnanswered(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil)
+	c := connect(t, e, wire.JSON{}, "*")
+	c.rawFrame(ws.NewTextFrame([]byte("not a message")), true) // closed with 4000
+	start := time.Now()
+	waitConnections(t, e, 0)
+	if d := time.Since(start); d < 500*time.Millisecond {
+		t.Fatalf("dropped after %s: the peer had no time to answer the close", d)
+	}
+}
