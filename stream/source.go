@@ -289,26 +289,17 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 	if err != nil || score < r.min || score > r.max {
 		return c, false
 	}
-	n := 0
+	var b strings.Builder
 	for _, p := range r.parts {
 		if p.col < 0 {
-			n += len(p.lit)
+			b.WriteString(p.lit)
 			continue
 		}
 		v := vals[p.col]
 		if v == nil {
 			return c, false
 		}
-		n += len(*v)
-	}
-	var b strings.Builder
-	b.Grow(n) // one allocation for the subject
-	for _, p := range r.parts {
-		if p.col < 0 {
-			b.WriteString(p.lit)
-		} else {
-			b.WriteString(*vals[p.col])
-		}
+		b.WriteString(*v)
 	}
 	c = Contribution{Subject: b.String(), Score: score, Bucket: -1}
 	if r.buckets > 0 {
