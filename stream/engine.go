@@ -66,6 +66,7 @@ type Engine struct {
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
+	problems problems
 
 	metrics *engineMetrics
 }
@@ -127,24 +128,25 @@ func (e *Engine) Close() { e.pool.Close() }
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
-	Meta     Meta
-	Reader   cdc.Status
-	Stats    ApplyStats
-	LagTime  time.Duration // commit → apply delay (see Status)
-	HasMeta  bool
-	Ready    bool
-	Restarts uint64 // replication sessions that failed and were retried
-	Sources  int
-	Hash     string
-	Slot     string
-	Pub      string
+	Meta    Meta
+	Reader  cdc.Status
+	Stats   ApplyStats
+	LagTime time.Duration // commit → apply delay (see Status)
+	HasMeta bool
+	// Connected is the applier's own view: a session streams and had applied all it got at least once.
+	Connected bool
+	Restarts  uint64 // replication sessions that failed and were retried
+	Sources   int
+	Hash      string
+	Slot      string
+	Pub       string
 }
 
 // Status reports positions and counters.
 func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
+	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Connected: e.ready.Load(),
 		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
@@ -159,23 +161,6 @@ func (e *Engine) Status() EngineStatus {
 		}
 	}
 	return s
-}
-
-// Ready reports whether replication is connected and caught up: the
-// applier has nothing pending and Postgres's walsender says it has sent
-// everything (state streaming, not catchup), so a backlog still on its way
-// does not count as caught up.
-func (e *Engine) Ready() bool {
-	if !e.ready.Load() {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var state string
-	err := e.pool.QueryRow(ctx, `
-SELECT r.state FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&state)
-	return err == nil && state == "streaming"
 }
 
 // Migrate applies repstream's migrations.
@@ -196,8 +181,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	pctx, stopPrune := context.WithCancel(ctx)
 	defer stopPrune()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); e.pruneLoop(pctx) }()
+	go func() { defer wg.Done(); e.repeatProblems(pctx) }()
 
 	attempt := 0
 	first := true

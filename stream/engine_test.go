@@ -56,7 +56,7 @@ func startEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...f
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !e.Ready() {
+	for e.Readiness(context.Background()) != nil {
 		select {
 		case err := <-done:
 			t.Fatalf("engine stopped before it was ready: %v", err)
@@ -280,12 +280,12 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if b.Ready() {
+	if b.Readiness(context.Background()) == nil {
 		t.Fatal("the second engine is ready while the first holds the slot")
 	}
 	stopA()
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 3)`)
-	for !b.Ready() {
+	for b.Readiness(context.Background()) != nil {
 		if time.Now().After(deadline.Add(40 * time.Second)) {
 			t.Fatal("the second engine did not take over")
 		}
