@@ -68,6 +68,7 @@ type applier struct {
 	groupTxns   uint64
 	groupDeltas uint64
 	groupPos    LSN // position the group's commit records
+	idleAt      time.Time // when an idle position was last stored
 	stats       ApplyStats
 	pre         []preKey // per event of the chunk being applied: the keys prefetch encoded
 }
@@ -589,6 +590,29 @@ func (a *applier) due(more bool) bool {
 	return !more || a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay
 }
 
+// idleEvery is how often an idle position is stored, at most.
+const idleEvery = time.Second
+
+// idleDue is how long until an idle position waiting to be stored is due;
+// ok is false when none waits.
+func (a *applier) idleDue() (time.Duration, bool) {
+	if a.grouping || a.cur != nil || a.groupPos <= a.checkpoint {
+		return 0, false
+	}
+	return idleEvery - time.Since(a.idleAt), true
+}
+
+// commitUnknown is a group commit that reported an error: it may or may not
+// have committed.
+type commitUnknown struct {
+	pos  LSN
+	txns []Txn
+	err  error
+}
+
+func (c *commitUnknown) Error() string { return c.err.Error() }
+func (c *commitUnknown) Unwrap() error { return c.err }
+
 // commit makes the group durable, then publishes it and confirms its position.
 func (a *applier) commit(ctx context.Context) error {
 	if err := a.foldPending(ctx); err != nil {
@@ -596,12 +620,13 @@ func (a *applier) commit(ctx context.Context) error {
 	}
 	pos := a.groupPos
 	if !a.grouping {
-		// Nothing to write (idle position): confirm without a store write.
-		if pos > a.checkpoint {
-			a.checkpoint = pos
-			a.onDone(pos, 0)
+		// Nothing to write but an idle position. It is stored before the slot
+		// is confirmed past it, at most every idleEvery, so a slot confirmed
+		// beyond the stored checkpoint proves someone else advanced it.
+		if pos <= a.checkpoint || time.Since(a.idleAt) < idleEvery {
+			return nil
 		}
-		return nil
+		a.idleAt = time.Now()
 	}
 	start := time.Now()
 	states := make([]State, 0, len(a.changed))
@@ -614,11 +639,15 @@ func (a *applier) commit(ctx context.Context) error {
 	}
 	wal, err := a.w.commitGroup(ctx, a.dirty, states, a.txns, pos)
 	if err != nil {
-		return err
+		// The commit may have happened even so (the connection failed after
+		// COMMIT was sent): the next session learns it from the store.
+		return &commitUnknown{pos: pos, txns: a.txns, err: err}
 	}
 	// Counted once durable in the store: a group lost to an error is read
 	// again and must not count twice.
-	a.stats.Groups++
+	if a.grouping {
+		a.stats.Groups++
+	}
 	a.stats.Changes += uint64(a.groupRows)
 	a.stats.Txns += a.groupTxns
 	a.stats.Deltas += a.groupDeltas

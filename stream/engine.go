@@ -67,6 +67,9 @@ type Engine struct {
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
 	problems problems
+	// unsure is a group whose store commit reported an error: it may have
+	// committed. Only the Run goroutine uses it (see publishUnsure).
+	unsure *unsureGroup
 
 	metrics *engineMetrics
 }
@@ -298,6 +301,10 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
+	shape, err := shapeFingerprint(ctx, e.pool, e.cfg.Publication, tables, keys, pub)
+	if err != nil {
+		return err
+	}
 	rconn, err := cdc.ConnectReplication(ctx, e.cfg.DatabaseURL)
 	if err != nil {
 		return err
@@ -312,8 +319,14 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		return err
 	}
 	defer w.close(context.Background())
+	// Held until the session ends, load included: a second replicator waits.
+	if err := w.lockSlot(ctx, e.cfg.Slot); err != nil {
+		return err
+	}
 
-	meta, err := e.store.Meta(ctx)
+	// Every read the decision needs must succeed: a failed read is retried,
+	// only a proven cause starts an epoch.
+	meta, marks, err := e.store.metaAndMarks(ctx)
 	hasMeta := err == nil
 	if err != nil && !errors.Is(err, ErrNoMeta) {
 		return err
@@ -322,30 +335,16 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	hash, _ := e.store.SourcesHash(ctx)
-	reason := ""
-	switch {
-	case !hasMeta:
-		reason = "first start: loading existing rows from a snapshot"
-	case meta.SystemID != sys.ID:
-		reason = fmt.Sprintf("the database was replaced (system id %s, was %s)", sys.ID, meta.SystemID)
-	case meta.Slot != e.cfg.Slot:
-		reason = fmt.Sprintf("the slot changed (%s, was %s)", e.cfg.Slot, meta.Slot)
-	case !slotOK:
-		reason = fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
-	case slotOK && slot.WALStatus == "lost":
-		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
-	case hash != e.hash:
-		reason = "the sources configuration changed"
-	}
+	reason := e.epochReason(meta, marks, hasMeta, sys, slot, slotOK, shape)
 	if reason != "" {
 		if hasMeta {
 			e.log.Error("STARTING A NEW EPOCH: rebuilding all derived state from a fresh snapshot; clients will reset", "reason", reason, "old_epoch", meta.Epoch)
 		} else {
 			e.log.Info("initial load", "reason", reason)
 		}
+		e.unsure = nil // the new epoch resets every client anyway
 		old := meta
-		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
+		if meta, err = e.reload(ctx, rconn, w, sys, tables, keys, pub, shape, reason, hasMeta, slotOK); err != nil {
 			return err
 		}
 		e.metrics.newEpoch.Inc()
@@ -353,8 +352,21 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.dropOldSlot(ctx, old.Slot)
 		}
 		e.pub.Reset(meta)
-	} else if first {
-		e.pub.Reset(meta)
+	} else {
+		// The reader's first status report confirms the stored checkpoint:
+		// it must be on disk, even if an async commit wrote it.
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+		if marks.ShapeHash == nil {
+			if err := w.setShape(ctx, shape); err != nil {
+				return err
+			}
+		}
+		if first {
+			e.pub.Reset(meta)
+		}
+		e.publishUnsure(meta)
 	}
 	e.mu.Lock()
 	e.meta = meta
@@ -362,10 +374,131 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	return e.stream(ctx, rconn, w, meta, keys)
 }
 
+// epochReason says why the stored state cannot continue from the slot, or
+// "" when it can. Each reason is proven by what was read.
+func (e *Engine) epochReason(meta Meta, marks epochMarks, hasMeta bool, sys cdc.System, slot cdc.Slot, slotOK bool, shape string) string {
+	switch {
+	case !hasMeta:
+		return "first start: loading existing rows from a snapshot"
+	case marks.Reload != nil:
+		return fmt.Sprintf("a reload did not finish (it started because %s)", *marks.Reload)
+	case meta.SystemID != sys.ID:
+		return fmt.Sprintf("the database was replaced (system id %s, was %s)", sys.ID, meta.SystemID)
+	case meta.Timeline != sys.Timeline:
+		return fmt.Sprintf("the server's timeline changed (%d, was %d): it was promoted or restored, and its history may differ from the state's", sys.Timeline, meta.Timeline)
+	case meta.Slot != e.cfg.Slot:
+		return fmt.Sprintf("the slot changed (%s, was %s)", e.cfg.Slot, meta.Slot)
+	case !slotOK:
+		return fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
+	case slot.WALStatus == "lost":
+		return fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
+	case slot.ConfirmedFlushLSN > meta.Checkpoint && marks.ShapeHash != nil:
+		// repstream confirms only positions its store holds (idle ones
+		// included), so the slot was advanced, or dropped and re-created,
+		// by someone else. (An older version confirmed idle positions
+		// without storing them: ShapeHash nil.)
+		return fmt.Sprintf("replication slot %s was advanced or re-created behind repstream's back (confirmed_flush_lsn %s, stored checkpoint %s): the changes in between were skipped",
+			e.cfg.Slot, slot.ConfirmedFlushLSN, meta.Checkpoint)
+	case marks.SourcesHash != e.hash:
+		return "the sources configuration changed"
+	case marks.ShapeHash != nil && *marks.ShapeHash != shape:
+		return "a source table's identity, key columns, or the publication's row filter or publish_via_partition_root changed"
+	}
+	return ""
+}
+
+// Problem codes of a load that cannot succeed as things stand.
+const (
+	ProblemSourceNotReadable = "source_not_readable"
+	ProblemStoreNotWritable  = "store_not_writable"
+	ProblemLoadFailed        = "load_failed"
+)
+
+// reload checks that a load can succeed, durably marks it in progress, and
+// loads. A load that cannot succeed is reported and retried (with the
+// session's backoff) without touching the slot.
+func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, shape, reason string, hasMeta, slotExists bool) (Meta, error) {
+	if err := e.preflight(ctx, tables, keys); err != nil {
+		return Meta{}, err
+	}
+	if hasMeta {
+		if err := w.markReload(ctx, reason); err != nil {
+			e.Report(Problem{Code: ProblemStoreNotWritable, Reason: "repstream cannot write its own tables: " + err.Error(),
+				Fix: "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA repstream TO <repstream's role> (or make that role their owner)"})
+			return Meta{}, err
+		}
+	}
+	meta, err := e.load(ctx, rconn, w, sys, tables, keys, pub, shape, slotExists)
+	if err != nil {
+		if ctx.Err() == nil {
+			e.Report(Problem{Code: ProblemLoadFailed, Reason: "the snapshot load failed; nothing is streamed until it succeeds: " + err.Error(),
+				Fix: "see the error; the load is retried, and the store stays marked for a reload meanwhile"})
+		}
+		return Meta{}, err
+	}
+	e.Resolve(ProblemLoadFailed, "")
+	return meta, nil
+}
+
+// preflight checks the privileges a load needs, before the slot is touched:
+// SELECT on the columns read from each source, no row-level security that
+// would hide rows from the snapshot, and write access to repstream's tables.
+// Each missing one is reported with its fix, and resolved once granted.
+func (e *Engine) preflight(ctx context.Context, tables []cdc.Table, keys map[string][]string) error {
+	var errs []error
+	for i, t := range tables {
+		cols := append(append([]string{}, keys[t.String()]...), e.rules[i].Columns...)
+		var missing []string
+		var rls bool
+		err := e.pool.QueryRow(ctx, `
+SELECT array(SELECT DISTINCT c FROM unnest($2::text[]) c WHERE NOT has_column_privilege($1::regclass, c, 'SELECT') ORDER BY c),
+       c.relrowsecurity AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+           AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+FROM pg_class c WHERE c.oid = $1::regclass`, t.Qualified(), cols).Scan(&missing, &rls)
+		if err != nil {
+			return fmt.Errorf("stream: check privileges on %s: %w", t, err)
+		}
+		switch {
+		case len(missing) > 0:
+			err := fmt.Errorf("stream: the role may not read %s (columns %v): the snapshot load would fail", t, missing)
+			e.Report(Problem{Code: ProblemSourceNotReadable, Source: t.String(), Reason: err.Error(),
+				Fix: fmt.Sprintf("GRANT SELECT ON %s TO <repstream's role>", t.Qualified())})
+			errs = append(errs, err)
+		case rls:
+			err := fmt.Errorf("stream: row-level security on %s would hide rows from the snapshot, not from the stream", t)
+			e.Report(Problem{Code: ProblemSourceNotReadable, Source: t.String(), Reason: err.Error(),
+				Fix: "ALTER ROLE <repstream's role> BYPASSRLS (or ALTER TABLE " + t.Qualified() + " DISABLE ROW LEVEL SECURITY)"})
+			errs = append(errs, err)
+		default:
+			e.Resolve(ProblemSourceNotReadable, t.String())
+		}
+	}
+	var missing []string
+	err := e.pool.QueryRow(ctx, `
+SELECT array(SELECT t || ' ' || p FROM (VALUES
+    ('repstream.meta', 'SELECT'), ('repstream.meta', 'INSERT'), ('repstream.meta', 'UPDATE'), ('repstream.meta', 'DELETE'),
+    ('repstream.subjects', 'SELECT'), ('repstream.subjects', 'INSERT'), ('repstream.subjects', 'UPDATE'), ('repstream.subjects', 'TRUNCATE'),
+    ('repstream.deltas', 'SELECT'), ('repstream.deltas', 'INSERT'), ('repstream.deltas', 'DELETE'), ('repstream.deltas', 'TRUNCATE'),
+    ('repstream.rows', 'SELECT'), ('repstream.rows', 'INSERT'), ('repstream.rows', 'UPDATE'), ('repstream.rows', 'DELETE'), ('repstream.rows', 'TRUNCATE')
+) AS need(t, p) WHERE NOT has_table_privilege(t, p))`).Scan(&missing)
+	if err != nil {
+		return fmt.Errorf("stream: check privileges on repstream's tables: %w", err)
+	}
+	if len(missing) > 0 {
+		err := fmt.Errorf("stream: the role lacks %v on repstream's own tables: the load could not be stored", missing)
+		e.Report(Problem{Code: ProblemStoreNotWritable, Reason: err.Error(),
+			Fix: "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA repstream TO <repstream's role> (or make that role their owner)"})
+		errs = append(errs, err)
+	} else {
+		e.Resolve(ProblemStoreNotWritable, "")
+	}
+	return errors.Join(errs...)
+}
+
 // load takes a consistent snapshot: the slot is created with an exported
 // snapshot, the tables are read as of it, and the state commits with the
 // slot's consistent point as checkpoint.
-func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool) (Meta, error) {
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, shape string, slotExists bool) (Meta, error) {
 	if slotExists {
 		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
 		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
@@ -377,7 +510,14 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	scfg, err := pgx.ParseConfig(e.cfg.DatabaseURL)
+	if err != nil {
+		return Meta{}, fmt.Errorf("stream: database_url: %w", err)
+	}
+	// Row-level security would hide rows from the snapshot but not from the
+	// stream: with row_security off, the read fails instead.
+	scfg.RuntimeParams["row_security"] = "off"
+	sconn, err := pgx.ConnectConfig(ctx, scfg)
 	if err != nil {
 		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
 	}
@@ -392,7 +532,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
 		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
-	if err := w.reset(ctx, meta, e.hash); err != nil {
+	if err := w.reset(ctx, meta, e.hash, shape); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
 	}
@@ -480,6 +620,29 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	return meta, nil
 }
 
+// unsureGroup is a group of an epoch whose commit outcome is unknown.
+type unsureGroup struct {
+	epoch string
+	pos   LSN
+	txns  []Txn
+}
+
+// publishUnsure publishes the group whose commit reported an error if the
+// store shows it committed (its checkpoint reached the group's): live
+// clients would otherwise never get its deltas, since the stream resumes
+// after it. If it did not commit, it is read and folded again.
+func (e *Engine) publishUnsure(meta Meta) {
+	u := e.unsure
+	e.unsure = nil
+	if u == nil || u.epoch != meta.Epoch {
+		return
+	}
+	if meta.Checkpoint >= u.pos {
+		e.log.Warn("a store commit that reported an error had committed; publishing its deltas", "lsn", u.pos.String(), "txns", len(u.txns))
+		e.pub.Publish(u.pos, u.txns)
+	}
+}
+
 // dropOldSlot drops the slot a previous configuration used, which repstream
 // created and nothing else reads: left alone it would pin WAL forever.
 func (e *Engine) dropOldSlot(ctx context.Context, old string) {
@@ -556,6 +719,10 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
 	err := e.applyLoop(ctx, ap, events, readErr)
+	var cu *commitUnknown
+	if errors.As(err, &cu) {
+		e.unsure = &unsureGroup{epoch: meta.Epoch, pos: cu.pos, txns: cu.txns}
+	}
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
 	e.stats = e.base
@@ -579,8 +746,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 func (e *Engine) flushForShutdown(w *writer, d *durable) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := w.conn.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on; UPDATE repstream.meta SET updated_at = now(); COMMIT`)
-	if err != nil {
+	// A transaction left open holds part of a source transaction (a spill
+	// or a TRUNCATE): it is rolled back, never committed with the flush.
+	if err := w.flush(ctx); err != nil {
 		e.log.Warn("could not flush the store on the way out; the slot confirms less, and the rest is applied again next time", "err", err)
 		return
 	}
@@ -601,6 +769,8 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		wait := time.Hour
 		if ap.grouping && ap.cur == nil {
 			wait = ap.cfg.MaxGroupDelay - time.Since(ap.groupStart)
+		} else if d, ok := ap.idleDue(); ok {
+			wait = d // an idle position waits to be stored
 		}
 		timer.Reset(max(wait, 0))
 		select {
