@@ -49,6 +49,8 @@ type applier struct {
 	// onDone hands over a position that may be confirmed to the slot once
 	// the store's WAL is flushed up to wal (0: nothing new to flush).
 	onDone func(pos, wal LSN)
+	// onIdle, if set, hears of an idle position applied but not yet stored.
+	onIdle func(pos LSN)
 
 	checkpoint LSN // last committed position
 
@@ -590,8 +592,14 @@ func (a *applier) due(more bool) bool {
 	return !more || a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay
 }
 
-// idleEvery is how often an idle position is stored, at most.
-const idleEvery = time.Second
+// An idle position is stored (so the slot may be confirmed past it) once
+// idleBytes of WAL wait, at most every idleMin, and else every idleMax: the
+// store write is WAL too, which makes the next idle position.
+const (
+	idleBytes = 1 << 20
+	idleMin   = time.Second
+	idleMax   = 10 * time.Second
+)
 
 // idleDue is how long until an idle position waiting to be stored is due;
 // ok is false when none waits.
@@ -599,7 +607,11 @@ func (a *applier) idleDue() (time.Duration, bool) {
 	if a.grouping || a.cur != nil || a.groupPos <= a.checkpoint {
 		return 0, false
 	}
-	return idleEvery - time.Since(a.idleAt), true
+	every := idleMax
+	if a.groupPos-a.checkpoint >= idleBytes {
+		every = idleMin
+	}
+	return every - time.Since(a.idleAt), true
 }
 
 // commitUnknown is a group commit that reported an error: it may or may not
@@ -623,7 +635,13 @@ func (a *applier) commit(ctx context.Context) error {
 		// Nothing to write but an idle position. It is stored before the slot
 		// is confirmed past it, at most every idleEvery, so a slot confirmed
 		// beyond the stored checkpoint proves someone else advanced it.
-		if pos <= a.checkpoint || time.Since(a.idleAt) < idleEvery {
+		if pos <= a.checkpoint {
+			return nil
+		}
+		if a.onIdle != nil {
+			a.onIdle(pos)
+		}
+		if d, _ := a.idleDue(); d > 0 {
 			return nil
 		}
 		a.idleAt = time.Now()

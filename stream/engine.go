@@ -718,6 +718,7 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	wg.Add(1)
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
+	ap.onIdle = reader.Consumed
 	err := e.applyLoop(ctx, ap, events, readErr)
 	var cu *commitUnknown
 	if errors.As(err, &cu) {

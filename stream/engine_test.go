@@ -63,7 +63,7 @@ func startEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...f
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("engine not ready after 30s")
+			t.Fatalf("engine not ready after 30s: %v", e.Readiness(context.Background()))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
