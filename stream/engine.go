@@ -70,6 +70,9 @@ type Engine struct {
 	// unsure is a group whose store commit reported an error: it may have
 	// committed. Only the Run goroutine uses it (see publishUnsure).
 	unsure *unsureGroup
+	// announced is set once the publisher has its first Reset, which a
+	// process's first session to get this far sends (Run goroutine only).
+	announced bool
 
 	metrics *engineMetrics
 }
@@ -192,7 +195,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	first := true
 	for {
 		started := time.Now()
-		err := e.session(ctx, first)
+		err := e.session(ctx)
 		e.ready.Store(false)
 		if ctx.Err() != nil {
 			return nil
@@ -292,7 +295,7 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 }
 
 // session is one replication connection's life: bootstrap, then stream.
-func (e *Engine) session(ctx context.Context, first bool) error {
+func (e *Engine) session(ctx context.Context) error {
 	tables, keys, pubCols, err := e.tables(ctx)
 	if err != nil {
 		return err
@@ -352,6 +355,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.dropOldSlot(ctx, old.Slot)
 		}
 		e.pub.Reset(meta)
+		e.announced = true
 	} else {
 		// The reader's first status report confirms the stored checkpoint:
 		// it must be on disk, even if an async commit wrote it.
@@ -363,10 +367,11 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 				return err
 			}
 		}
-		if first {
+		if !e.announced {
 			e.pub.Reset(meta)
 		}
 		e.publishUnsure(meta)
+		e.announced = true
 	}
 	e.mu.Lock()
 	e.meta = meta
