@@ -69,7 +69,7 @@ type applier struct {
 	groupRows   int
 	groupTxns   uint64
 	groupDeltas uint64
-	groupPos    LSN // position the group's commit records
+	groupPos    LSN       // position the group's commit records
 	idleAt      time.Time // when an idle position was last stored
 	stats       ApplyStats
 	pre         []preKey // per event of the chunk being applied: the keys prefetch encoded
