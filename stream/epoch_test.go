@@ -389,3 +389,49 @@ ALTER PUBLICATION %q ADD TABLE ratings`, name)},
 		last = got[0]
 	}
 }
+
+// TestSecondEngineWaitsDuringALoad: during a load the slot is inactive; a
+// second replicator started then must wait for the first (which holds the
+// slot's lock across load and stream), not drop the slot and load itself.
+func TestSecondEngineWaitsDuringALoad(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	if err := streamtest.Seed(ctx, conn, 300000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	recA := &recorder{}
+	a, stopA := runEngine(t, url, name, recA)
+	defer stopA()
+	deadline := time.Now().Add(30 * time.Second)
+	for !slotExists(t, conn, name) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first engine never created its slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	recB := &recorder{}
+	b, stopB := runEngine(t, url, name, recB, func(c *stream.EngineConfig) {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))
+	})
+	defer stopB()
+	if a.Readiness(ctx) == nil {
+		t.Fatal("the first engine finished its load before the second started: seed more rows")
+	}
+	waitReady(t, a, 60*time.Second)
+	for b.Status().Restarts == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second engine never tried the slot")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 30*time.Second)
+	if a.Readiness(ctx) != nil || b.Readiness(ctx) == nil {
+		t.Fatalf("first engine: %v, second: %v; want the first ready and the second waiting", a.Readiness(ctx), b.Readiness(ctx))
+	}
+	if ea, eb := recA.epochs(), recB.epochs(); len(ea) != 1 || len(eb) != 0 || ea[0] != storedEpoch(t, conn) {
+		t.Fatalf("first engine's resets %v, second's %v, stored epoch %s", ea, eb, storedEpoch(t, conn))
+	}
+}
