@@ -663,15 +663,16 @@ func (a *applier) commit(ctx context.Context) error {
 	}
 	// Counted once durable in the store: a group lost to an error is read
 	// again and must not count twice.
+	// An idle position's write is not a group: it counts in no figure.
 	if a.grouping {
 		a.stats.Groups++
+		a.stats.Changes += uint64(a.groupRows)
+		a.stats.Txns += a.groupTxns
+		a.stats.Deltas += a.groupDeltas
+		took := time.Since(start)
+		a.stats.CommitNs += uint64(took)
+		a.commitTime.Observe(took.Seconds())
 	}
-	a.stats.Changes += uint64(a.groupRows)
-	a.stats.Txns += a.groupTxns
-	a.stats.Deltas += a.groupDeltas
-	took := time.Since(start)
-	a.stats.CommitNs += uint64(took)
-	a.commitTime.Observe(took.Seconds())
 	a.checkpoint = pos
 	txns := a.txns
 	a.resetGroup()
