@@ -428,6 +428,10 @@ func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sy
 	}
 	if hasMeta {
 		if err := w.markReload(ctx, reason); err != nil {
+			var pe *pgconn.PgError
+			if !errors.As(err, &pe) || (pe.Code != "42501" && pe.Code != "25006") { // insufficient_privilege, read_only_sql_transaction
+				return Meta{}, err
+			}
 			e.Report(Problem{Code: ProblemStoreNotWritable, Reason: "repstream cannot write its own tables: " + err.Error(),
 				Fix: "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA repstream TO <repstream's role> (or make that role their owner)"})
 			return Meta{}, err

@@ -356,8 +356,9 @@ GRANT SELECT (epoch, slot, system_id, timeline, checkpoint_lsn, log_from_lsn, lo
 }
 
 // TestShapeChangesStartAnEpoch: a timeline change, a source table dropped
-// and re-created (another OID), and a new row filter on the publication
-// each start a new epoch; a restart without any keeps it.
+// and re-created (another OID), a new row filter on the publication,
+// publish_via_partition_root and other key columns each start a new epoch
+// when changed while repstream was stopped; a restart without any keeps it.
 func TestShapeChangesStartAnEpoch(t *testing.T) {
 	url, name := localpg.NewDatabase(t)
 	conn := streamtest.Connect(t, url)
@@ -369,6 +370,8 @@ func TestShapeChangesStartAnEpoch(t *testing.T) {
 		{"table re-created", fmt.Sprintf(`DROP TABLE ratings; CREATE TABLE ratings (user_id int NOT NULL, rater_id int NOT NULL, score int, PRIMARY KEY (user_id, rater_id));
 ALTER PUBLICATION %q ADD TABLE ratings`, name)},
 		{"row filter", fmt.Sprintf(`ALTER PUBLICATION %q SET TABLE reviews WHERE (rating > 1), ratings`, name)},
+		{"publish_via_partition_root", fmt.Sprintf(`ALTER PUBLICATION %q SET (publish_via_partition_root = true)`, name)},
+		{"key columns", `ALTER TABLE ratings DROP CONSTRAINT ratings_pkey, ADD PRIMARY KEY (rater_id, user_id)`},
 	}
 	last := ""
 	for _, c := range cases {
