@@ -161,4 +161,3 @@ func (e *Engine) publishUnsure(meta Meta) {
 		e.pub.Publish(u.pos, u.txns)
 	}
 }
-
