@@ -438,3 +438,34 @@ func TestSecondEngineWaitsDuringALoad(t *testing.T) {
 		t.Fatalf("first engine's resets %v, second's %v, stored epoch %s", ea, eb, storedEpoch(t, conn))
 	}
 }
+
+// TestRowLevelSecurityIsRefused: row-level security would hide rows from
+// the snapshot but not from the stream. The load is refused with the fix
+// before the slot is made, and goes ahead once the role bypasses it.
+func TestRowLevelSecurityIsRefused(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5), (2, 4)`)
+	roleURL := replicatorRole(t, conn, url, name)
+	role := strings.SplitN(strings.TrimPrefix(roleURL, "postgres://"), "@", 2)[0]
+	streamtest.Exec(t, conn, fmt.Sprintf(`ALTER TABLE reviews ENABLE ROW LEVEL SECURITY; CREATE POLICY only1 ON reviews TO %q USING (seller_id = 1)`, role))
+	e, stop := runEngine(t, roleURL, name, &recorder{})
+	defer stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for !hasProblem(e, stream.ProblemSourceNotReadable, "public.reviews") {
+		if time.Now().After(deadline) {
+			t.Fatalf("problems %v, want %s on public.reviews", e.Problems(), stream.ProblemSourceNotReadable)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.Readiness(context.Background()); err == nil || !strings.Contains(err.Error(), "BYPASSRLS") {
+		t.Fatalf("readiness %v, want the reason with its fix", err)
+	}
+	if slotExists(t, conn, name) {
+		t.Fatal("the slot was created for a load that cannot succeed")
+	}
+	streamtest.Exec(t, conn, fmt.Sprintf(`ALTER ROLE %q BYPASSRLS`, role))
+	waitReady(t, e, 60*time.Second)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+}
