@@ -233,3 +233,33 @@ func TestPublicationLacksTableAndColumn(t *testing.T) {
 		t.Errorf("the column fix dropped the row filter: %q", filter)
 	}
 }
+
+// Schema repstream migrated by another role (a DBA ran `migrate up` as
+// superuser): doctor fails exactly where serve would, each printed fix
+// pasted as is clears the finding, and then serve's own preflight passes.
+func TestMigrationsOwnedByAnotherRole(t *testing.T) {
+	dbURL, name := newDB(t)
+	role := newRole(t, dbURL, name, "GRANT SELECT ON public.reviews TO %s", "ALTER ROLE %s REPLICATION")
+	if err := migrations.Up(dbURL); err != nil {
+		t.Fatal(err)
+	}
+	app := asRole(dbURL, role)
+	if err := migrations.Up(app); err == nil {
+		t.Fatal("serve's preflight passes for a role without access to schema repstream")
+	}
+	for round := 0; ; round++ {
+		rep := doctor.Run(ctx(t), input(app))
+		ch, _ := rep.Find("migrations")
+		if ch.Status != doctor.Fail {
+			break
+		}
+		if round == 3 {
+			t.Fatalf("migrations still fails after pasting its fixes: %s / %s", ch.Message, ch.Fix)
+		}
+		sqlExec(t, dbURL, strings.Split(ch.Fix, "\n")...)
+	}
+	expect(t, doctor.Run(ctx(t), input(app)), "migrations", doctor.OK)
+	if err := migrations.Up(app); err != nil {
+		t.Fatalf("doctor passes but serve's preflight fails: %v", err)
+	}
+}
