@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
@@ -208,9 +210,23 @@ func Run(ctx context.Context, in Input) Report {
 // abort records a query that failed mid-run: doctor could not finish.
 func (r *run) abort(err error) {
 	r.rep.Incomplete = true
-	r.add("doctor", Fail, fmt.Sprintf("doctor stopped: %v", err),
-		"re-run doctor; if the error names a permission, connect as a role that can read the catalogs (pg_monitor)")
+	r.add("doctor", Fail, fmt.Sprintf("doctor stopped: %v", err), r.permissionFix(err))
 }
+
+// permissionFix names the grant a permission error asks for, so the fix
+// works when pasted; other errors are re-run.
+func (r *run) permissionFix(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		return "re-run doctor; if the error persists, it is not a setting doctor knows"
+	}
+	if m := deniedSchema.FindStringSubmatch(pe.Message); m != nil {
+		return fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s; -- serve reads the source tables in it too", quoteIdent(m[1]), quoteIdent(r.role.name))
+	}
+	return "grant role " + r.role.name + " what the error names, as its owner or a superuser"
+}
+
+var deniedSchema = regexp.MustCompile(`^permission denied for schema (\S+)$`)
 
 // connect opens the read connection with a bounded connect time.
 func connect(ctx context.Context, databaseURL string) (*pgx.Conn, error) {
