@@ -126,6 +126,9 @@ const DefaultRetainedWarnBytes int64 = 1 << 30
 // Input is what doctor checks: the service's configuration, loaded or not.
 type Input struct {
 	DatabaseURL string
+	// StoreURL is the database of schema repstream (store.database_url);
+	// empty means DatabaseURL.
+	StoreURL    string
 	Publication string
 	Slot        string
 	// CreatePublication says serve may create a missing publication
@@ -148,6 +151,7 @@ type run struct {
 	in            Input
 	rep           *Report
 	conn          *pgx.Conn
+	store         *pgx.Conn // the database of schema repstream; conn when it is the source
 	rules         []*stream.Rule
 	tables        []cdc.Table     // one per rule, with the rule's columns
 	infos         []tableState    // one per rule
@@ -189,7 +193,18 @@ func Run(ctx context.Context, in Input) Report {
 		return *rep
 	}
 	defer conn.Close(context.Background())
-	r.conn = conn
+	r.conn, r.store = conn, conn
+	if in.StoreURL != "" && in.StoreURL != in.DatabaseURL {
+		sconn, err := connect(ctx, in.StoreURL)
+		if err != nil {
+			rep.Incomplete = true
+			r.add("connect.store", Fail, fmt.Sprintf("cannot connect to the store %s (store.database_url): %v", cdc.SafeURL(in.StoreURL), err), connectFix(in.StoreURL, err))
+			return *rep
+		}
+		defer sconn.Close(context.Background())
+		r.store = sconn
+		r.add("connect.store", OK, fmt.Sprintf("connected to the store %s (store.database_url): repstream writes nothing to the source database but the slot", cdc.SafeURL(in.StoreURL)), "")
+	}
 	if err := r.checkServer(ctx); err != nil {
 		r.abort(err)
 		return *rep
