@@ -28,7 +28,7 @@ type EngineConfig struct {
 	// StoreURL is where repstream's schema (state, delta log, row shadow,
 	// checkpoint) lives; empty means the source database. Another database
 	// leaves the source read-only but for the slot.
-	StoreURL string
+	StoreURL    string
 	Slot        string
 	Publication string
 	// CreatePublication allows creating the publication when it is missing.
