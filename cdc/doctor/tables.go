@@ -170,7 +170,7 @@ func (r *run) checkSelect(ctx context.Context, i int) error {
 			fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", quoteIdent(t.Schema), quoteIdent(r.role.name)))
 	}
 	if ts.CanSelect {
-		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s", r.role.name, t), "")
+		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s (the initial load needs it; revoking it would not stop replication of %s, removing the table from the publication would)", r.role.name, t, t), "")
 		return nil
 	}
 	have := set(ts.Columns)
