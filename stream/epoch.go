@@ -118,7 +118,7 @@ FROM pg_class c WHERE c.oid = $1::regclass`, t.Qualified(), cols).Scan(&missing,
 		}
 	}
 	var missing []string
-	err := e.pool.QueryRow(ctx, `
+	err := e.store.Pool().QueryRow(ctx, `
 SELECT array(SELECT t || ' ' || p FROM (VALUES
     ('repstream.meta', 'SELECT'), ('repstream.meta', 'INSERT'), ('repstream.meta', 'UPDATE'), ('repstream.meta', 'DELETE'),
     ('repstream.subjects', 'SELECT'), ('repstream.subjects', 'INSERT'), ('repstream.subjects', 'UPDATE'), ('repstream.subjects', 'TRUNCATE'),
