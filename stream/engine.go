@@ -401,6 +401,7 @@ func (e *Engine) session(ctx context.Context) error {
 				return err
 			}
 		}
+		e.resolveLoadProblems(tables)
 		if !e.announced {
 			e.pub.Reset(meta)
 		}

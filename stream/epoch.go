@@ -84,6 +84,16 @@ func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sy
 	return meta, nil
 }
 
+// resolveLoadProblems closes what a blocked load reported once a session
+// streams without needing a load.
+func (e *Engine) resolveLoadProblems(tables []cdc.Table) {
+	for _, t := range tables {
+		e.Resolve(ProblemSourceNotReadable, t.String())
+	}
+	e.Resolve(ProblemStoreNotWritable, "")
+	e.Resolve(ProblemLoadFailed, "")
+}
+
 // preflight checks the privileges a load needs, before the slot is touched:
 // SELECT on the columns read from each source, no row-level security that
 // would hide rows from the snapshot, and write access to repstream's tables.

@@ -168,7 +168,7 @@ func TestLoadThatCannotSucceedNeverStreamsFromTheOldCheckpoint(t *testing.T) {
 	stop()
 	old := storedEpoch(t, conn)
 
-	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE SELECT ON ratings FROM %q; REVOKE INSERT ON repstream.rows FROM %q`, role, role))
+	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE SELECT ON ratings FROM %q`, role))
 	waitSlotInactive(t, conn, name)
 	streamtest.Exec(t, conn, `SELECT pg_drop_replication_slot($1)`, name)
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 2); UPDATE ratings SET score = 0 WHERE user_id = 1`)
@@ -180,6 +180,18 @@ func TestLoadThatCannotSucceedNeverStreamsFromTheOldCheckpoint(t *testing.T) {
 	for e.Status().Restarts < 3 {
 		if time.Now().After(deadline) {
 			t.Fatalf("the engine retried %d times in 20s", e.Status().Restarts)
+		}
+		if slotExists(t, conn, name) {
+			t.Fatal("the slot was created for a load that cannot succeed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Its own tables stop being writable too (serve's start checks them,
+	// but not a revoke once it runs).
+	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE INSERT ON repstream.rows FROM %q`, role))
+	for r := e.Status().Restarts; e.Status().Restarts < r+2; {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatal("the engine stopped retrying")
 		}
 		if slotExists(t, conn, name) {
 			t.Fatal("the slot was created for a load that cannot succeed")
@@ -331,13 +343,30 @@ func TestStoreReadErrorNeverReloads(t *testing.T) {
 	stop()
 	old := storedEpoch(t, conn)
 
-	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE SELECT ON repstream.meta FROM %[1]q;
-GRANT SELECT (epoch, slot, system_id, timeline, checkpoint_lsn, log_from_lsn, loaded_at) ON repstream.meta TO %[1]q`, role))
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 2)`)
+	// serve's start checks SELECT on the store's tables: the column is
+	// revoked after that, while the session waits for the meta row.
+	lock := streamtest.Connect(t, url)
+	streamtest.Exec(t, lock, `BEGIN; LOCK TABLE repstream.meta IN ACCESS EXCLUSIVE MODE`)
 	rec := &recorder{}
 	e, stop := runEngine(t, roleURL, name, rec)
 	defer stop()
 	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var waiting bool
+		if err := conn.QueryRow(context.Background(), `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = 'repstream.meta'::regclass AND NOT granted)`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the engine never read the meta row")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	streamtest.Exec(t, lock, fmt.Sprintf(`REVOKE SELECT ON repstream.meta FROM %[1]q;
+GRANT SELECT (epoch, slot, system_id, timeline, checkpoint_lsn, log_from_lsn, loaded_at) ON repstream.meta TO %[1]q; COMMIT`, role))
 	for e.Status().Restarts < 2 {
 		if time.Now().After(deadline) {
 			t.Fatal("the engine did not retry")
