@@ -24,6 +24,10 @@ type cutProxy struct {
 	ln     net.Listener
 	target string
 	armed  atomic.Bool
+	// after and match, if set, narrow the cut: to the first request that
+	// contains match once one that contains after went by on the same
+	// connection while armed.
+	after, match []byte
 	cuts   atomic.Int32
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -85,6 +89,7 @@ func (p *cutProxy) handle(c net.Conn) {
 		return
 	}
 	var mute atomic.Bool
+	primed := false
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -108,7 +113,14 @@ func (p *cutProxy) handle(c net.Conn) {
 		if err != nil {
 			return
 		}
-		cut := writer && p.armed.CompareAndSwap(true, false)
+		if writer && p.after != nil && p.armed.Load() && bytes.Contains(buf[:n], p.after) {
+			primed = true
+		}
+		ready := p.after == nil || primed
+		if p.match != nil && !bytes.Contains(buf[:n], p.match) {
+			ready = false
+		}
+		cut := writer && ready && p.armed.CompareAndSwap(true, false)
 		if cut {
 			mute.Store(true)
 		}
@@ -189,5 +201,62 @@ func TestAmbiguousCommitLeavesNoHole(t *testing.T) {
 	}
 	if e.Status().Restarts == 0 {
 		t.Fatal("the cut did not end the session")
+	}
+}
+
+// TestAmbiguousLoadCommitStillResets: a reload's commit happens but reports
+// an error. The next session resumes the new epoch without loading again;
+// the publisher must still be reset to it (its clients hold the old one).
+func TestAmbiguousLoadCommitStillResets(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, before) })
+	dbURL, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, dbURL)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newCutProxy(t, u.Host)
+	p.after, p.match = []byte("TRUNCATE repstream.subjects"), []byte("commit\x00") // pgx's Tx.Commit
+	u.Host = p.ln.Addr().String()
+	rec := &recorder{}
+	e, stop := startEngine(t, u.String(), name, rec)
+	defer stop()
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	first := storedEpoch(t, conn)
+
+	// The slot is lost under the running engine: it reloads, and the
+	// reload's commit is cut.
+	p.armed.Store(true)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var dropped bool
+		err := conn.QueryRow(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 AND active`, name).Scan(&dropped)
+		if err != nil && err.Error() != "no rows in result set" {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, name); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("could not drop the slot")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (2, 4)`)
+	for p.cuts.Load() == 0 || e.Readiness(ctx) != nil {
+		if time.Now().After(deadline.Add(20 * time.Second)) {
+			t.Fatalf("cut %d times; readiness %v", p.cuts.Load(), e.Readiness(ctx))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	second := storedEpoch(t, conn)
+	got := rec.epochs()
+	if second == first || len(got) == 0 || got[len(got)-1] != second {
+		t.Fatalf("publisher reset to %v; stored epochs %s then %s", got, first, second)
 	}
 }

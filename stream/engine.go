@@ -75,9 +75,10 @@ type Engine struct {
 	// unsure is a group whose store commit reported an error: it may have
 	// committed. Only the Run goroutine uses it (see publishUnsure).
 	unsure *unsureGroup
-	// announced is set once the publisher has its first Reset, which a
-	// process's first session to get this far sends (Run goroutine only).
-	announced bool
+	// announced is the epoch the publisher was last Reset to (Run goroutine
+	// only): a session resuming another epoch (the first one, or after a
+	// load whose commit reported an error but happened) resets it first.
+	announced string
 
 	metrics *engineMetrics
 }
@@ -389,7 +390,7 @@ func (e *Engine) session(ctx context.Context) error {
 			e.dropOldSlot(ctx, old.Slot)
 		}
 		e.pub.Reset(meta)
-		e.announced = true
+		e.announced = meta.Epoch
 	} else {
 		// The reader's first status report confirms the stored checkpoint:
 		// it must be on disk, even if an async commit wrote it.
@@ -402,11 +403,11 @@ func (e *Engine) session(ctx context.Context) error {
 			}
 		}
 		e.resolveLoadProblems(tables)
-		if !e.announced {
+		if e.announced != meta.Epoch {
 			e.pub.Reset(meta)
 		}
 		e.publishUnsure(meta)
-		e.announced = true
+		e.announced = meta.Epoch
 	}
 	e.mu.Lock()
 	e.meta = meta
