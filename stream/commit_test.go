@@ -28,10 +28,10 @@ type cutProxy struct {
 	// contains match once one that contains after went by on the same
 	// connection while armed.
 	after, match []byte
-	cuts   atomic.Int32
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
+	cuts         atomic.Int32
+	wg           sync.WaitGroup
+	mu           sync.Mutex
+	conns        []net.Conn
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
