@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -377,9 +376,9 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	sconn, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
 	if err != nil {
-		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)

@@ -316,10 +316,17 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 	return c, true
 }
 
+// valueFormat versions how source values become text and scores: state
+// derived under another format cannot be continued exactly (a row shadow
+// loaded through ::text casts holds keys the stream never sends), so a new
+// one reloads. 2: output functions under cdc's fixed settings.
+const valueFormat = 2
+
 // Fingerprint identifies a configuration of sources: when it changes, the
 // derived state no longer matches and must be reloaded under a new epoch.
 func Fingerprint(rules []*Rule, p Prior) string {
 	h := sha256.New()
+	fmt.Fprintf(h, "values %d\n", valueFormat)
 	for _, r := range rules {
 		fmt.Fprintf(h, "%d|%s|%q|", r.ID, r.Table(), r.Columns)
 		for _, p := range r.parts {
