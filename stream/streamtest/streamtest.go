@@ -128,11 +128,19 @@ func Diff(truth, derived map[string]Fig) string {
 // WaitConverged waits until the derived state equals the SQL truth.
 func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 	t.Helper()
+	WaitConvergedTo(t, conn, recompute, within)
+}
+
+// WaitConvergedTo waits until the derived state equals what truth, a query
+// returning (subject, count, sum in millionths) per subject, recomputes from
+// a test's own source tables.
+func WaitConvergedTo(t testing.TB, conn *pgx.Conn, truth string, within time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
 	last := ""
 	for {
-		truth, err := Truth(ctx, conn)
+		truth, err := figures(ctx, conn, truth)
 		if err != nil {
 			t.Fatal(err)
 		}
