@@ -90,3 +90,61 @@ SELECT concat_ws(', ',
 		t.Fatal(bad)
 	}
 }
+
+// TestScoresRoundOncePerRow: the README's rule. A score counts as the text
+// Postgres prints for it, rounded to 6 decimals half away from zero, and
+// only if that rounded value lies within the scale; the view then equals
+// the SQL that applies the rule to each row, for numeric, float8 and float4
+// scores, loaded or streamed.
+func TestScoresRoundOncePerRow(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, `
+CREATE TABLE sn (id serial PRIMARY KEY, subj int, score numeric);
+CREATE TABLE s8 (id serial PRIMARY KEY, subj int, score float8);
+CREATE TABLE s4 (id serial PRIMARY KEY, subj int, score float4);`)
+	values := []string{"4.1234565", "0.0000005", "-0.0000005", "-0.0000004", "5.0000004", "5.0000005", "2.4999995",
+		"1.0000015", "0.00000149", "1e-07", "2.5e-06", "3.99999949999", "0.12345650000000001", "1.1", "4.999999500"}
+	insert := func(subj int) {
+		for i, v := range values {
+			for _, tbl := range []string{"sn", "s8", "s4"} {
+				streamtest.Exec(t, conn, "INSERT INTO "+tbl+" (subj, score) VALUES ($1, $2::text::numeric)", subj+i%3, v)
+			}
+		}
+	}
+	insert(0)
+	const truth = `
+SELECT subject, count(*)::bigint, (sum(r) * 1000000)::bigint FROM (
+  SELECT concat('n:', subj) AS subject, round(score::text::numeric, 6) AS r FROM sn
+  UNION ALL SELECT concat('f8:', subj), round(score::text::numeric, 6) FROM s8
+  UNION ALL SELECT concat('f4:', subj), round(score::text::numeric, 6) FROM s4
+) s WHERE r BETWEEN 0 AND 5 GROUP BY subject`
+	_, stop := startEngine(t, url, name, &recorder{}, func(c *stream.EngineConfig) {
+		c.Sources = []stream.Source{
+			{Table: "sn", Subject: "n:{subj}", Score: "score", Scale: []float64{0, 5}},
+			{Table: "s8", Subject: "f8:{subj}", Score: "score", Scale: []float64{0, 5}},
+			{Table: "s4", Subject: "f4:{subj}", Score: "score", Scale: []float64{0, 5}},
+		}
+	})
+	defer stop()
+	streamtest.WaitConvergedTo(t, conn, truth, 20*time.Second)
+
+	insert(10)
+	streamtest.Exec(t, conn, `UPDATE sn SET score = score + 0.0000001 WHERE id % 2 = 0`)
+	streamtest.Exec(t, conn, `UPDATE s8 SET score = score * 1.0000001 WHERE id % 2 = 0`)
+	streamtest.Exec(t, conn, `DELETE FROM s4 WHERE id % 3 = 0`)
+	streamtest.WaitConvergedTo(t, conn, truth, 20*time.Second)
+
+	// The rule is not the sum's rounding: per row, two half-millionths are two millionths.
+	var got string
+	if err := conn.QueryRow(context.Background(), `SELECT sum::float8::text FROM repstream.reputation WHERE subject = 'n:1'`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	var naive string
+	if err := conn.QueryRow(context.Background(), `SELECT sum(score)::float8::text FROM sn WHERE subj = 1 AND score BETWEEN 0 AND 5`).Scan(&naive); err != nil {
+		t.Fatal(err)
+	}
+	if got == naive {
+		t.Fatalf("n:1 sums to %s, as the unrounded scores do: the values do not exercise the rule", got)
+	}
+}
