@@ -1,9 +1,12 @@
 package cdc
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
@@ -49,4 +52,53 @@ func checkOutputSettings(conn *pgconn.PgConn) error {
 		}
 	}
 	return nil
+}
+
+// NotAValueError means a literal is no value of a column: its type rejects
+// it, or holds it only changed (a char(4) would cut "abcdef" to "abcd").
+type NotAValueError struct {
+	Column, Type, Reason string
+}
+
+func (e *NotAValueError) Error() string { return e.Column + " is " + e.Type + ", " + e.Reason }
+
+// PrintAs returns literal as column of t prints it once stored there: the
+// column's type parses it (a domain checks it too) and its output function
+// prints it, so a configured value compares equal to the text the rows
+// carry exactly when SQL's = would. conn must come from ConnectSnapshot,
+// for its output settings.
+func PrintAs(ctx context.Context, conn *pgx.Conn, t Table, column, literal string) (string, error) {
+	var typed, bare string
+	err := conn.QueryRow(ctx, `
+SELECT format_type(a.atttypid, a.atttypmod), format('%I.%I', tn.nspname, ty.typname)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = ty.typnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped`,
+		t.Schema, t.Name, column).Scan(&typed, &bare)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("cdc: %s has no column %q", t, column)
+	}
+	if err != nil {
+		return "", fmt.Errorf("cdc: type of %s.%s: %w", t, column, err)
+	}
+	// An explicit cast to char(n), varchar(n) or numeric(p,s) cuts or rounds
+	// silently; the value must survive it unchanged, compared with the type
+	// without a modifier (bare: schema.typname, as "character" means char(1)).
+	var out string
+	var same *bool
+	err = conn.QueryRow(ctx, `SELECT CAST($1::text AS `+typed+`), CAST($1::text AS `+typed+`) = CAST($1::text AS `+bare+`)`,
+		pgx.QueryResultFormats{pgx.TextFormatCode, pgx.BinaryFormatCode}, literal).Scan(&out, &same)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42883" { // no = for the type: the cast alone
+		err = conn.QueryRow(ctx, `SELECT CAST($1::text AS `+typed+`)`, pgx.QueryResultFormats{pgx.TextFormatCode}, literal).Scan(&out)
+	}
+	switch {
+	case errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code == "23514"): // data exception, domain check
+		return "", &NotAValueError{column, typed, "and " + pgErr.Message}
+	case err != nil:
+		return "", fmt.Errorf("cdc: %q as %s.%s: %w", literal, t, column, err)
+	case same != nil && !*same:
+		return "", &NotAValueError{column, typed, fmt.Sprintf("which would hold %q as %q", literal, out)}
+	}
+	return out, nil
 }

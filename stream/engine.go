@@ -293,6 +293,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
+	if err := e.resolveWhere(ctx); err != nil {
+		return err
+	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
 		return err

@@ -65,7 +65,8 @@ type tmplPart struct {
 
 type cond struct {
 	col  int
-	val  string
+	lit  string // as configured
+	val  string // as the column prints it (see Engine.resolveWhere); lit until resolved
 	null bool
 }
 
@@ -204,7 +205,7 @@ func compile(key string, s Source) (*Rule, error) {
 		if err != nil {
 			return nil, &ConfigError{key + ".where." + c, err.Error()}
 		}
-		r.where = append(r.where, cond{col: idx(c), val: v, null: null})
+		r.where = append(r.where, cond{col: idx(c), lit: v, val: v, null: null})
 	}
 	if len(s.Scale) != 2 || !(s.Scale[0] < s.Scale[1]) {
 		return nil, &ConfigError{key + ".scale", fmt.Sprintf("want [min, max] with min < max, got %v", s.Scale)}

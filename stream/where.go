@@ -1,0 +1,48 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/repstream/repstream/cdc"
+)
+
+// resolveWhere turns each configured where value into the text its column
+// prints it as, so it compares with rows as SQL's = would ("5" is "5.0" in a
+// numeric(3,1), "ab" is "ab  " in a char(4), "yes" is "t"). A value the
+// column cannot hold would match nothing, silently: it is a ConfigError
+// naming its key.
+func (e *Engine) resolveWhere(ctx context.Context) error {
+	var conn *pgx.Conn
+	for i, r := range e.rules {
+		for j := range r.where {
+			w := &r.where[j]
+			if w.null {
+				continue
+			}
+			if conn == nil {
+				c, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
+				if err != nil {
+					return fmt.Errorf("stream: where values: %w", err)
+				}
+				defer c.Close(context.Background())
+				conn = c
+			}
+			col := r.Columns[w.col]
+			v, err := cdc.PrintAs(ctx, conn, cdc.Table{Schema: r.Schema, Name: r.Name}, col, w.lit)
+			var nv *cdc.NotAValueError
+			if errors.As(err, &nv) {
+				return &ConfigError{fmt.Sprintf("sources[%d].where.%s", i, col),
+					fmt.Sprintf("%q would match no row: %v; write a value the column holds, as in SQL", w.lit, nv)}
+			}
+			if err != nil {
+				return fmt.Errorf("stream: where values: %w", err)
+			}
+			w.val = v
+		}
+	}
+	return nil
+}
