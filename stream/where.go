@@ -10,21 +10,26 @@ import (
 	"github.com/repstream/repstream/cdc"
 )
 
-// resolveWhere turns each configured where value into the text its column
-// prints it as, so it compares with rows as SQL's = would ("5" is "5.0" in a
-// numeric(3,1), "ab" is "ab  " in a char(4), "yes" is "t"). A value the
-// column cannot hold would match nothing, silently: it is a ConfigError
-// naming its key.
+// resolveWhere resolves the engine's where values before a session reads rows.
 func (e *Engine) resolveWhere(ctx context.Context) error {
+	return ResolveWhere(ctx, e.cfg.DatabaseURL, e.rules)
+}
+
+// ResolveWhere turns each configured where value of rules into the text its
+// column prints it as, so it compares with rows as SQL's = would ("5" is
+// "5.0" in a numeric(3,1), "ab" is "ab  " in a char(4), "yes" is "t"). A
+// value the column cannot hold would match nothing, silently: it is a
+// ConfigError naming its key. The tables and columns must exist.
+func ResolveWhere(ctx context.Context, databaseURL string, rules []*Rule) error {
 	var conn *pgx.Conn
-	for i, r := range e.rules {
+	for _, r := range rules {
 		for j := range r.where {
 			w := &r.where[j]
 			if w.null {
 				continue
 			}
 			if conn == nil {
-				c, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
+				c, err := cdc.ConnectSnapshot(ctx, databaseURL)
 				if err != nil {
 					return fmt.Errorf("stream: where values: %w", err)
 				}
@@ -35,7 +40,7 @@ func (e *Engine) resolveWhere(ctx context.Context) error {
 			v, err := cdc.PrintAs(ctx, conn, cdc.Table{Schema: r.Schema, Name: r.Name}, col, w.lit)
 			var nv *cdc.NotAValueError
 			if errors.As(err, &nv) {
-				return &ConfigError{fmt.Sprintf("sources[%d].where.%s", i, col),
+				return &ConfigError{fmt.Sprintf("sources[%d].where.%s", r.ID, col),
 					fmt.Sprintf("%q would match no row: %v; write a value the column holds, as in SQL", w.lit, nv)}
 			}
 			if err != nil {
