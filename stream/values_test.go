@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,5 +147,52 @@ SELECT subject, count(*)::bigint, (sum(r) * 1000000)::bigint FROM (
 	}
 	if got == naive {
 		t.Fatalf("n:1 sums to %s, as the unrounded scores do: the values do not exercise the rule", got)
+	}
+}
+
+// TestSumOverflowStopsLoudly: a subject whose sum would wrap around (past
+// MaxSubjectRatings ratings at its scale's far end; here a state set near
+// the limit) stops the pipeline with a sum_overflow problem instead of
+// storing a wrong sum.
+func TestSumOverflowStopsLoudly(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	streamtest.Exec(t, conn, `INSERT INTO ratings VALUES (1, 1, 10)`)
+	_, stop := startEngine(t, url, name, &recorder{})
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	stop()
+
+	const near = 9223372036854000000
+	streamtest.Exec(t, conn, `UPDATE repstream.subjects SET sum_micro = $1 WHERE subject = 'user:1'`, int64(near))
+	e, stop := startEngine(t, url, name, &recorder{})
+	defer stop()
+	streamtest.Exec(t, conn, `INSERT INTO ratings VALUES (1, 2, 10)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var found *stream.Problem
+		for _, p := range e.Problems() {
+			if p.Code == "sum_overflow" {
+				found = &p
+			}
+		}
+		if found != nil {
+			if !strings.Contains(found.Reason, "user:1") {
+				t.Errorf("reason %q does not name the subject", found.Reason)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no sum_overflow problem; problems: %v", e.Problems())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var sum int64
+	if err := conn.QueryRow(ctx, `SELECT sum_micro FROM repstream.subjects WHERE subject = 'user:1'`).Scan(&sum); err != nil || sum != near {
+		t.Fatalf("user:1 sum_micro = %d (err %v), want it left at %d", sum, err, int64(near))
+	}
+	if err := e.Readiness(ctx); err == nil || !strings.Contains(err.Error(), "overflow") {
+		t.Fatalf("readiness %v with a sum_overflow problem open", err)
 	}
 }
