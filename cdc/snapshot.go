@@ -36,9 +36,12 @@ func ConnectSnapshot(ctx context.Context, databaseURL string) (*pgx.Conn, error)
 }
 
 // BeginSnapshot imports snapshot name into a read-only repeatable-read
-// transaction on conn. Close it as soon as the load is done: an open
+// transaction on conn, which must come from ConnectSnapshot. Close it as soon as the load is done: an open
 // snapshot holds back vacuum.
 func BeginSnapshot(ctx context.Context, conn *pgx.Conn, name string) (*Snapshot, error) {
+	if err := checkOutputSettings(conn.PgConn()); err != nil {
+		return nil, fmt.Errorf("%w (open the snapshot's connection with ConnectSnapshot)", err)
+	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("cdc: begin snapshot: %w", err)

@@ -50,3 +50,23 @@ func TestOutputSettingsReplaceTheURLs(t *testing.T) {
 		t.Fatalf("checkOutputSettings after SET TimeZone: %v, want an error naming TimeZone", err)
 	}
 }
+
+// TestBeginSnapshotRefusesOtherSettings: a snapshot read on a session with
+// other output settings would load text the stream never sends.
+func TestBeginSnapshotRefusesOtherSettings(t *testing.T) {
+	url, _ := localpg.NewDatabase(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := ConnectSnapshot(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, "SET DateStyle = 'German'"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = BeginSnapshot(ctx, conn, "00000003-00000002-1")
+	if err == nil || !strings.Contains(err.Error(), "DateStyle") || !strings.Contains(err.Error(), "ConnectSnapshot") {
+		t.Fatalf("BeginSnapshot on a German DateStyle session: %v, want an error naming DateStyle and ConnectSnapshot", err)
+	}
+}
