@@ -65,21 +65,23 @@ func (e *NotAValueError) Error() string { return e.Column + " is " + e.Type + ",
 // PrintAs returns literal as column of t prints it once stored there: the
 // column's type parses it (a domain checks it too) and its output function
 // prints it, so a configured value compares equal to the text the rows
-// carry exactly when SQL's = would. conn must come from ConnectSnapshot,
-// for its output settings.
-func PrintAs(ctx context.Context, conn *pgx.Conn, t Table, column, literal string) (string, error) {
+// carry exactly when SQL's = would. Except for numeric (decimal is true),
+// whose equal values print with their own scales ("2", "2.0"). conn must
+// come from ConnectSnapshot, for its output settings.
+func PrintAs(ctx context.Context, conn *pgx.Conn, t Table, column, literal string) (text string, decimal bool, err error) {
 	var typed, bare string
-	err := conn.QueryRow(ctx, `
-SELECT format_type(a.atttypid, a.atttypmod), format('%I.%I', tn.nspname, ty.typname)
+	err = conn.QueryRow(ctx, `
+SELECT format_type(a.atttypid, a.atttypmod), format('%I.%I', tn.nspname, ty.typname),
+       coalesce(nullif(ty.typbasetype, 0), ty.oid) = 'pg_catalog.numeric'::regtype
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_namespace tn ON tn.oid = ty.typnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 AND NOT a.attisdropped`,
-		t.Schema, t.Name, column).Scan(&typed, &bare)
+		t.Schema, t.Name, column).Scan(&typed, &bare, &decimal)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("cdc: %s has no column %q", t, column)
+		return "", false, fmt.Errorf("cdc: %s has no column %q", t, column)
 	}
 	if err != nil {
-		return "", fmt.Errorf("cdc: type of %s.%s: %w", t, column, err)
+		return "", false, fmt.Errorf("cdc: type of %s.%s: %w", t, column, err)
 	}
 	// An explicit cast to char(n), varchar(n) or numeric(p,s) cuts or rounds
 	// silently; the value must survive it unchanged, compared with the type
@@ -94,11 +96,11 @@ WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 AND 
 	}
 	switch {
 	case errors.As(err, &pgErr) && (pgErr.Code[:2] == "22" || pgErr.Code == "23514"): // data exception, domain check
-		return "", &NotAValueError{column, typed, "and " + pgErr.Message}
+		return "", false, &NotAValueError{column, typed, "and " + pgErr.Message}
 	case err != nil:
-		return "", fmt.Errorf("cdc: %q as %s.%s: %w", literal, t, column, err)
+		return "", false, fmt.Errorf("cdc: %q as %s.%s: %w", literal, t, column, err)
 	case same != nil && !*same:
-		return "", &NotAValueError{column, typed, fmt.Sprintf("which would hold %q as %q", literal, out)}
+		return "", false, &NotAValueError{column, typed, fmt.Sprintf("which would hold %q as %q", literal, out)}
 	}
-	return out, nil
+	return out, decimal, nil
 }

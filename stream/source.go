@@ -64,10 +64,11 @@ type tmplPart struct {
 }
 
 type cond struct {
-	col  int
-	lit  string // as configured
-	val  string // as the column prints it (see Engine.resolveWhere); lit until resolved
-	null bool
+	col     int
+	lit     string // as configured
+	val     string // as the column prints it (see ResolveWhere); lit until resolved
+	null    bool
+	decimal bool // a numeric column: compare without trailing fractional zeros
 }
 
 // MaxSubjectRatings is how many ratings a subject can hold at the far end of
@@ -331,7 +332,10 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 			}
 			continue
 		}
-		if v == nil || *v != w.val {
+		if v == nil {
+			return c, false
+		}
+		if got := *v; got != w.val && (!w.decimal || trimDecimal(got) != w.val) {
 			return c, false
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -37,7 +38,7 @@ func ResolveWhere(ctx context.Context, databaseURL string, rules []*Rule) error 
 				conn = c
 			}
 			col := r.Columns[w.col]
-			v, err := cdc.PrintAs(ctx, conn, cdc.Table{Schema: r.Schema, Name: r.Name}, col, w.lit)
+			v, decimal, err := cdc.PrintAs(ctx, conn, cdc.Table{Schema: r.Schema, Name: r.Name}, col, w.lit)
 			var nv *cdc.NotAValueError
 			if errors.As(err, &nv) {
 				return &ConfigError{fmt.Sprintf("sources[%d].where.%s", r.ID, col),
@@ -46,8 +47,20 @@ func ResolveWhere(ctx context.Context, databaseURL string, rules []*Rule) error 
 			if err != nil {
 				return fmt.Errorf("stream: where values: %w", err)
 			}
-			w.val = v
+			w.val, w.decimal = v, decimal
+			if decimal {
+				w.val = trimDecimal(v)
+			}
 		}
 	}
 	return nil
+}
+
+// trimDecimal drops a numeric's trailing fractional zeros, so equal values
+// printed with different scales ("2", "2.0", "2.00") compare equal as text.
+func trimDecimal(s string) string {
+	if strings.IndexByte(s, '.') < 0 {
+		return s
+	}
+	return strings.TrimSuffix(strings.TrimRight(s, "0"), ".")
 }
