@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -335,6 +334,9 @@ func (e *Engine) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := e.resolveWhere(ctx); err != nil {
+		return err
+	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
 		return err
@@ -430,18 +432,16 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	scfg, err := pgx.ParseConfig(e.cfg.DatabaseURL)
+	sconn, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
 	if err != nil {
-		return Meta{}, fmt.Errorf("stream: database_url: %w", err)
-	}
-	// Row-level security would hide rows from the snapshot but not from the
-	// stream: with row_security off, the read fails instead.
-	scfg.RuntimeParams["row_security"] = "off"
-	sconn, err := pgx.ConnectConfig(ctx, scfg)
-	if err != nil {
-		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
+	// Row-level security would hide rows from the snapshot but not from the
+	// stream: with row_security off, the read fails instead.
+	if _, err := sconn.Exec(ctx, `SET row_security = off`); err != nil {
+		return Meta{}, fmt.Errorf("stream: prepare snapshot: %w", err)
+	}
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
 	if err != nil {
 		return Meta{}, err
@@ -620,6 +620,10 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	var cu *commitUnknown
 	if errors.As(err, &cu) {
 		e.unsure = &unsureGroup{epoch: meta.Epoch, pos: cu.pos, txns: cu.txns}
+	}
+	if so := (*SumOverflowError)(nil); errors.As(err, &so) {
+		e.Report(Problem{Code: "sum_overflow", Reason: so.Error() + "; nothing from that transaction on is derived",
+			Fix: fmt.Sprintf("the subject holds more than %d ratings' worth of its scale's far end: narrow the scales that feed it, or score a column in larger units (a new configuration reloads)", int64(MaxSubjectRatings))})
 	}
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
