@@ -143,8 +143,8 @@ func TestFirstStatusNeverConfirmsAnUnflushedCheckpoint(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
 		streamtest.WaitConverged(t, conn, 20*time.Second)
-		var stored string
-		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&stored); err != nil {
+		var stored, checkpoint string
+		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, (SELECT checkpoint_lsn::text FROM repstream.meta)`).Scan(&stored, &checkpoint); err != nil {
 			t.Fatal(err)
 		}
 		restarts := e.Status().Restarts
@@ -153,8 +153,8 @@ WHERE datname = current_database() AND application_name LIKE 'repstream%' AND pi
 		deadline := time.Now().Add(20 * time.Second)
 		for {
 			var confirmed, flushed bool
-			err := conn.QueryRow(ctx, `SELECT s.confirmed_flush_lsn >= m.checkpoint_lsn, pg_current_wal_flush_lsn() >= $2::pg_lsn
-FROM pg_replication_slots s, repstream.meta m WHERE s.slot_name = $1`, name, stored).Scan(&confirmed, &flushed)
+			err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $3::pg_lsn, pg_current_wal_flush_lsn() >= $2::pg_lsn
+FROM pg_replication_slots WHERE slot_name = $1`, name, stored, checkpoint).Scan(&confirmed, &flushed)
 			if err != nil {
 				t.Fatal(err)
 			}
