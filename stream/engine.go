@@ -400,7 +400,12 @@ func (e *Engine) session(ctx context.Context) error {
 			return err
 		}
 		if marks.ShapeHash == nil {
-			if err := w.setShape(ctx, shape); err != nil {
+			// A store an older version wrote: it confirmed idle positions
+			// without storing them, so the slot may be ahead by idle WAL.
+			if slot.ConfirmedFlushLSN > meta.Checkpoint {
+				meta.Checkpoint = slot.ConfirmedFlushLSN
+			}
+			if err := w.setShape(ctx, shape, meta.Checkpoint); err != nil {
 				return err
 			}
 		}

@@ -498,3 +498,43 @@ func TestRowLevelSecurityIsRefused(t *testing.T) {
 	waitReady(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 }
+
+// TestUpgradeFromAStoreWithoutShape: a store an older version wrote has no
+// shape fingerprint, and its slot may be confirmed past the checkpoint
+// (that version confirmed idle positions without storing them). That is no
+// proof of skipped changes: the epoch stays, now and on later starts.
+func TestUpgradeFromAStoreWithoutShape(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema+`CREATE TABLE noise (payload text);`)
+	_, stop := startEngine(t, url, name, &recorder{})
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	stop()
+	old := storedEpoch(t, conn)
+	// As the older version left it: idle WAL confirmed, not stored.
+	streamtest.Exec(t, conn, `INSERT INTO noise SELECT repeat('x', 200) FROM generate_series(1, 1000)`)
+	waitSlotInactive(t, conn, name)
+	streamtest.Exec(t, conn, `SELECT pg_replication_slot_advance($1, pg_current_wal_lsn())`, name)
+	streamtest.Exec(t, conn, `UPDATE repstream.meta SET shape_hash = NULL`)
+	for i := 0; i < 2; i++ {
+		rec := &recorder{}
+		_, stop := startEngine(t, url, name, rec)
+		streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (2, 4)`)
+		streamtest.WaitConverged(t, conn, 20*time.Second)
+		stop()
+		if got := rec.epochs(); len(got) != 1 || got[0] != old {
+			t.Fatalf("start %d after the upgrade: resets %v, want the same epoch %s", i+1, got, old)
+		}
+		waitSlotInactive(t, conn, name)
+	}
+	var shape *string
+	var behind bool
+	if err := conn.QueryRow(ctx, `SELECT m.shape_hash, s.confirmed_flush_lsn > m.checkpoint_lsn FROM repstream.meta m, pg_replication_slots s WHERE s.slot_name = $1`, name).Scan(&shape, &behind); err != nil {
+		t.Fatal(err)
+	}
+	if shape == nil || behind {
+		t.Fatalf("after the upgrade: shape %v, checkpoint behind the slot %v", shape, behind)
+	}
+}

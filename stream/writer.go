@@ -119,9 +119,10 @@ func (w *writer) flush(ctx context.Context) error {
 	return nil
 }
 
-// setShape records the shape fingerprint in a store an older version wrote.
-func (w *writer) setShape(ctx context.Context, shape string) error {
-	if _, err := w.conn.Exec(ctx, `UPDATE repstream.meta SET shape_hash = $1`, shape); err != nil {
+// setShape records the shape fingerprint in a store an older version
+// wrote, and raises its checkpoint to where that version confirmed the slot.
+func (w *writer) setShape(ctx context.Context, shape string, checkpoint LSN) error {
+	if err := w.durableExec(ctx, `UPDATE repstream.meta SET shape_hash = $1, checkpoint_lsn = greatest(checkpoint_lsn, $2)`, shape, checkpoint); err != nil {
 		return fmt.Errorf("stream: record the shape fingerprint: %w", err)
 	}
 	return nil
