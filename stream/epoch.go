@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/repstream/repstream/cdc"
@@ -101,6 +102,17 @@ func (e *Engine) resolveLoadProblems(tables []cdc.Table) {
 func (e *Engine) preflight(ctx context.Context, tables []cdc.Table, keys map[string][]string) error {
 	var errs []error
 	for i, t := range tables {
+		var usage bool
+		if err := e.pool.QueryRow(ctx, `SELECT has_schema_privilege($1, 'USAGE')`, t.Schema).Scan(&usage); err != nil {
+			return fmt.Errorf("stream: check USAGE on schema %s: %w", t.Schema, err)
+		}
+		if !usage {
+			err := fmt.Errorf("stream: the role has no USAGE on schema %s, so it cannot read %s: the snapshot load would fail", t.Schema, t)
+			e.Report(Problem{Code: ProblemSourceNotReadable, Source: t.String(), Reason: err.Error(),
+				Fix: fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO <repstream's role>", pgx.Identifier{t.Schema}.Sanitize())})
+			errs = append(errs, err)
+			continue
+		}
 		cols := append(append([]string{}, keys[t.String()]...), e.rules[i].Columns...)
 		var missing []string
 		var rls bool

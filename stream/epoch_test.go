@@ -538,3 +538,36 @@ func TestUpgradeFromAStoreWithoutShape(t *testing.T) {
 		t.Fatalf("after the upgrade: shape %v, checkpoint behind the slot %v", shape, behind)
 	}
 }
+
+// TestSchemaWithoutUsageIsRefused: table privileges say nothing of the
+// schema; without USAGE on it the snapshot would fail. The load is refused
+// with the GRANT before the slot is made, and goes ahead once granted.
+func TestSchemaWithoutUsageIsRefused(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	roleURL := replicatorRole(t, conn, url, name)
+	role := strings.SplitN(strings.TrimPrefix(roleURL, "postgres://"), "@", 2)[0]
+	// golang-migrate needs a current schema: repstream's own.
+	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE USAGE ON SCHEMA public FROM PUBLIC; CREATE SCHEMA repstream AUTHORIZATION %[1]q;
+ALTER ROLE %[1]q SET search_path = repstream`, role))
+	e, stop := runEngine(t, roleURL, name, &recorder{})
+	defer stop()
+	deadline := time.Now().Add(20 * time.Second)
+	for !hasProblem(e, stream.ProblemSourceNotReadable, "public.reviews") {
+		if time.Now().After(deadline) {
+			t.Fatalf("problems %v, want %s on public.reviews", e.Problems(), stream.ProblemSourceNotReadable)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := e.Readiness(context.Background()); err == nil || !strings.Contains(err.Error(), "GRANT USAGE ON SCHEMA") {
+		t.Fatalf("readiness %v, want the reason with its fix", err)
+	}
+	if slotExists(t, conn, name) {
+		t.Fatal("the slot was created for a load that cannot succeed")
+	}
+	streamtest.Exec(t, conn, fmt.Sprintf(`GRANT USAGE ON SCHEMA public TO %q`, role))
+	waitReady(t, e, 60*time.Second)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+}

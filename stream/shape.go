@@ -25,7 +25,10 @@ func shapeFingerprint(ctx context.Context, q cdc.Querier, pubName string, tables
 	fmt.Fprintf(h, "via_root=%v\n", viaRoot)
 	for _, t := range tables {
 		var oid uint32
-		if err := q.QueryRow(ctx, `SELECT $1::regclass::oid`, t.Qualified()).Scan(&oid); err != nil {
+		// From the catalog, which needs no privilege on the table's schema.
+		err := q.QueryRow(ctx, `SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`,
+			t.Schema, t.Name).Scan(&oid)
+		if err != nil {
 			return "", fmt.Errorf("stream: look up table %s: %w", t, err)
 		}
 		fmt.Fprintf(h, "%s|%d|%q|%q\n", t, oid, keys[t.String()], pub.Tables[t.String()].RowFilter)
