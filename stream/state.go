@@ -190,7 +190,7 @@ type stateJSON struct {
 // MarshalJSON writes the state as PROTOCOL.md describes it.
 func (s State) MarshalJSON() ([]byte, error) {
 	return json.Marshal(stateJSON{
-		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: round6(s.Mean), Bayes: round6(s.Bayes),
+		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: s.Mean, Bayes: s.Bayes,
 		Hist: s.Hist, Version: s.Version, LSN: s.LSN.String(),
 		UpdatedAt: s.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 	})
@@ -216,8 +216,6 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		Hist: w.Hist, Version: w.Version, LSN: lsn, UpdatedAt: at}
 	return nil
 }
-
-func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
 
 // Change is what one delta did to a subject: differences of the state's figures.
 type Change struct {
