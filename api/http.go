@@ -13,11 +13,19 @@ import (
 	"github.com/repstream/repstream/stream/hub"
 )
 
-// subjectParam reads {subject}, unescaping it (chi routes on the escaped
-// path, so "a%2Fb" arrives escaped).
+// subjectParam reads {subject}, unescaped exactly once. chi routes on
+// URL.RawPath when the request has one (an escaped "/" as in "a%2Fb" makes
+// net/http keep it) and on the already unescaped URL.Path otherwise (as for
+// "a%2541", whose Path "a%41" must not be unescaped again).
 func subjectParam(r *http.Request) (string, bool) {
-	s, err := url.PathUnescape(chi.URLParam(r, "subject"))
-	return s, err == nil && s != ""
+	s := chi.URLParam(r, "subject")
+	if r.URL.RawPath != "" {
+		var err error
+		if s, err = url.PathUnescape(s); err != nil {
+			return "", false
+		}
+	}
+	return s, s != ""
 }
 
 // limitParam reads ?limit=, with a default and the configured maximum.

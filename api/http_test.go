@@ -115,3 +115,33 @@ func TestHTTP(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// The subject in the path is unescaped once: /v1/subjects/a%2541 names
+// "a%41", not "aA"; an escaped slash names a subject with a slash.
+func TestHTTPSubjectPathUnescapedOnce(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil)
+	e.Write(hub.Op{Subject: "a%41", Score: 1e6})
+	e.Write(hub.Op{Subject: "aA", Score: 2e6}, hub.Op{Subject: "a/b", Score: 3e6}, hub.Op{Subject: "a b", Score: 4e6})
+	all := apitest.Token(t, time.Hour, "*")
+	for path, want := range map[string]string{
+		"/v1/subjects/a%2541": "a%41",
+		"/v1/subjects/a%41":   "aA",
+		"/v1/subjects/aA":     "aA",
+		"/v1/subjects/a%2Fb":  "a/b",
+		"/v1/subjects/a%20b":  "a b",
+	} {
+		status, body := get(t, e, path, all)
+		if status != 200 || body["subject"] != want {
+			t.Errorf("GET %s: %d %v; want subject %q", path, status, body, want)
+		}
+		status, body = get(t, e, path+"/deltas", all)
+		items, _ := body["items"].([]any)
+		if status != 200 || len(items) != 1 || items[0].(map[string]any)["subject"] != want {
+			t.Errorf("GET %s/deltas: %d %v; want one delta of %q", path, status, body, want)
+		}
+	}
+	// Only the token's subjects: a%41 is not covered by a token for aA.
+	if status, _ := get(t, e, "/v1/subjects/a%2541", apitest.Token(t, time.Hour, "aA")); status != 403 {
+		t.Errorf("GET a%%2541 with a token for aA: %d; want 403", status)
+	}
+}
