@@ -430,13 +430,15 @@ func (ss *session) handle(b []byte) bool {
 			return true
 		}
 		return ss.authenticated(g)
-	case wire.TypePing:
-		ss.hc.Enqueue(ss.codec.Pong(m.ID))
-		return true
 	}
-	// subscribe, unsubscribe
+	// ping, subscribe, unsubscribe: nothing but errors (and the close) goes
+	// to a session that has not been welcomed.
 	if grant == nil {
 		ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeUnauthenticated, "send hello with a token first"))
+		return true
+	}
+	if m.Type == wire.TypePing {
+		ss.hc.Enqueue(ss.codec.Pong(m.ID))
 		return true
 	}
 	if m.Type == wire.TypeSubscribe {
@@ -479,6 +481,7 @@ func (ss *session) authenticated(g *Grant) bool {
 		return false
 	}
 	ss.hc.Enqueue(ss.codec.Welcome(epoch, head, s.cfg.Heartbeat, "repstream/"+s.version))
+	ss.hc.Admit() // ticks only after welcome
 	return true
 }
 

@@ -39,12 +39,18 @@ type Conn struct {
 	done      chan struct{} // closed by Close
 
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
+	admitted atomic.Bool  // Admit ran: the connection may get ticks
 
 	subMu    sync.Mutex
 	subs     []*sub // guarded by subMu; a few (at most MaxSubscriptions): a slice costs less than a map
 	subjects int    // guarded by subMu; subjects and prefixes named by subs
 	removed  bool   // guarded by subMu; Disconnect ran
 }
+
+// Admit lets the connection receive ticks, which tell the server's
+// position: call it once the client is authenticated and welcomed. Before
+// that the connection gets only what its owner enqueues.
+func (c *Conn) Admit() { c.admitted.Store(true) }
 
 // Codec returns the index of the connection's codec in the hub's Codecs.
 func (c *Conn) Codec() int { return c.codec }
@@ -255,9 +261,12 @@ func (c *Conn) Subscriptions() int {
 	return len(c.subs)
 }
 
-// idle reports whether the connection may get a tick: nothing was sent for
-// a heartbeat, and no subscription is catching up or holds coalesced deltas.
+// idle reports whether the connection may get a tick: it was admitted,
+// nothing was sent for a heartbeat, and no subscription is catching up or holds coalesced deltas.
 func (c *Conn) idle(now time.Time) bool {
+	if !c.admitted.Load() {
+		return false
+	}
 	if now.Sub(time.Unix(0, c.lastSend.Load())) < c.h.cfg.Heartbeat {
 		return false
 	}

@@ -664,6 +664,13 @@ func TestTicks(t *testing.T) {
 	rd := newReader(t, c, wire.JSON{})
 	defer rd.close()
 	r.pub.Publish(0x9000, nil) // idle advance
+	// Not admitted (not welcomed yet): no tick tells it the position.
+	select {
+	case m := <-rd.msgs:
+		t.Fatalf("a connection not admitted got %+v", m)
+	case <-time.After(200 * time.Millisecond):
+	}
+	c.Admit()
 	m := rd.next(t)
 	if m.Type != wire.TypeTick || m.LSN != 0x8FFF {
 		t.Fatalf("got %+v", m)
