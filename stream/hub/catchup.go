@@ -203,6 +203,7 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 		for _, x := range sel.Subjects {
 			if i, ok := slices.BinarySearch(s.subjects, x); ok && !s.closed {
 				s.subjects = slices.Delete(s.subjects, i, i+1)
+				delete(s.pending, x) // a throttled delta held for x is no longer owed
 				h.unindexSubject(s, x)
 				c.subjects--
 				n++
