@@ -92,14 +92,14 @@ type Client struct {
 	log   *slog.Logger
 
 	mu     sync.Mutex
-	epoch  string                // guarded by mu
-	cursor stream.LSN            // guarded by mu; 0: none (snapshot)
+	epoch  string     // guarded by mu
+	cursor stream.LSN // guarded by mu; 0: none (snapshot)
 	// cursorEpoch is the epoch cursor is known to belong to: Options.Epoch
 	// for a cursor the user gave, the server's once the cursor was learnt
 	// from it; "" when unknown (subscribe then names no epoch).
-	cursorEpoch string // guarded by mu
-	held   map[string]stream.LSN // guarded by mu; LSN of each subject's held state
-	stats  Stats                 // guarded by mu
+	cursorEpoch string                // guarded by mu
+	held        map[string]stream.LSN // guarded by mu; LSN of each subject's held state
+	stats       Stats                 // guarded by mu
 }
 
 // New checks the options and returns a client.
