@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,12 +308,12 @@ func (ss *session) readFrame(br *bufio.Reader) bool {
 		ss.hc.Close(CloseProtocolError, truncate(err.Error(), 100))
 		return false
 	}
-	if h.Length > s.cfg.MaxFrameBytes-int64(len(ss.frag)) {
+	if h.Length > ss.frameLimit()-int64(len(ss.frag)) {
 		ss.hc.Close(CloseTooBig, "frame too large")
 		return false
 	}
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(br, p); err != nil {
+	p, err := readPayload(br, h.Length)
+	if err != nil {
 		return false
 	}
 	ws.Cipher(p, h.Mask, 0)
@@ -346,6 +347,50 @@ func (ss *session) readFrame(br *bufio.Reader) bool {
 	m := ss.frag
 	ss.frag = nil
 	return ss.handle(m)
+}
+
+// preHelloFrameBytes bounds a message before the session is
+// authenticated: room for a hello with a large token, little for a peer
+// that has shown no credentials.
+const preHelloFrameBytes = 8 << 10
+
+// frameLimit is the largest message the session takes now: the configured
+// max_frame_bytes once authenticated, preHelloFrameBytes before.
+func (ss *session) frameLimit() int64 {
+	ss.mu.Lock()
+	authed := ss.grant != nil
+	ss.mu.Unlock()
+	if authed {
+		return ss.srv.cfg.MaxFrameBytes
+	}
+	return min(ss.srv.cfg.MaxFrameBytes, preHelloFrameBytes)
+}
+
+// payloadStep is the most readPayload allocates ahead of the bytes that
+// arrived.
+const payloadStep = 4 << 10
+
+// readPayload reads a frame's n payload bytes, growing the buffer as they
+// arrive (doubling, from at most payloadStep), so a header that announces
+// a large frame costs no more memory than the bytes the peer really sends.
+func readPayload(r io.Reader, n int64) ([]byte, error) {
+	p := make([]byte, 0, min(n, payloadStep))
+	for int64(len(p)) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, int(min(n-int64(len(p)), int64(cap(p)))))
+		}
+		m, err := r.Read(p[len(p):min(int64(cap(p)), n)])
+		p = p[:len(p)+m]
+		if err != nil {
+			if err == io.EOF && int64(len(p)) < n {
+				err = io.ErrUnexpectedEOF
+			}
+			if int64(len(p)) < n {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
 }
 
 // closeRead shuts the connection's read side down, which ends the session
