@@ -517,6 +517,7 @@ func (ss *session) authenticated(g *Grant) bool {
 	}
 	ss.mu.Unlock()
 	if !first {
+		ss.revoke(g)
 		return true
 	}
 	epoch, head, err := s.hub.Ready(context.Background())
@@ -528,6 +529,27 @@ func (ss *session) authenticated(g *Grant) bool {
 	ss.hc.Enqueue(ss.codec.Welcome(epoch, head, s.cfg.Heartbeat, "repstream/"+s.version))
 	ss.hc.Admit() // ticks only after welcome
 	return true
+}
+
+// revoke stops the subscriptions a refreshed grant no longer covers, each
+// answered with error forbidden for its id.
+func (ss *session) revoke(g *Grant) {
+	ids := ss.hc.Revoke(func(sel stream.Selector) bool {
+		ok, _ := g.AllowsSelector(sel)
+		return ok
+	})
+	for _, id := range ids {
+		ss.srv.m.authFailures.WithLabelValues("forbidden").Inc()
+		ss.hc.Enqueue(ss.codec.Error(id, wire.CodeForbidden, "the refreshed token does not cover this subscription; it was stopped"))
+	}
+}
+
+// currentGrant returns the session's grant now (a refresh may have
+// replaced the one a request was checked against).
+func (ss *session) currentGrant() *Grant {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.grant
 }
 
 // request queues a subscribe or unsubscribe for the worker, starting it
@@ -610,6 +632,20 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 				return
 			}
 			req.Since = &lsn
+		}
+		// The grant may have been refreshed since the request was
+		// checked: check it again, and once more after the subscription
+		// is registered, so a refresh racing it cannot miss it (revoke
+		// sees it registered, or this sees the new grant).
+		g := ss.currentGrant()
+		if ok, what := g.AllowsSelector(req.Sel); !ok {
+			ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeForbidden, "the token does not cover "+strconv.Quote(truncate(what, 100))))
+			return
+		}
+		req.Registered = func() {
+			if g2 := ss.currentGrant(); g2 != g {
+				ss.revoke(g2)
+			}
 		}
 		if _, err := ss.hc.Subscribe(ctx, req); err != nil {
 			var he *hub.Error

@@ -23,6 +23,9 @@ type Request struct {
 	// Throttle, when positive, coalesces each subject's live deltas and
 	// flushes them at most this often.
 	Throttle time.Duration
+	// Registered, if set, is called once the subscription is registered
+	// (Revoke can see it), before its catch-up.
+	Registered func()
 }
 
 // Result tells how a subscription caught up.
@@ -59,14 +62,22 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	if err := h.index(s); err != nil {
 		return Result{}, err
 	}
+	if r.Registered != nil {
+		r.Registered()
+		s.mu.Lock()
+		revoked := s.closed
+		s.mu.Unlock()
+		if revoked {
+			return Result{}, ErrClosed
+		}
+	}
 	// Every transaction not routed to s's buffer was fanned out before s
 	// was indexed, so it is at or below h0 (Publish moves head first).
 	h0 := h.Head()
 	res, err := h.catchUp(ctx, s, r, epoch, h0)
 	if err != nil {
 		c.subMu.Lock()
-		c.removeSub(s)
-		c.subjects -= s.weight()
+		c.removeSub(s) // unless Unsubscribe or Revoke took it already
 		c.subMu.Unlock()
 		h.unindex(s)
 		var he *Error
@@ -216,7 +227,6 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 	}
 	for _, s := range gone {
 		c.removeSub(s)
-		c.subjects -= s.weight()
 	}
 	c.subMu.Unlock()
 	for _, s := range gone {

@@ -247,11 +247,40 @@ func (c *Conn) Closed() (closed bool, code int, reason string) {
 	return c.closed, c.code, c.reason
 }
 
-// removeSub drops s from c.subs. Called with subMu held.
-func (c *Conn) removeSub(s *sub) {
-	if i := slices.Index(c.subs, s); i >= 0 {
-		c.subs = slices.Delete(c.subs, i, i+1)
+// removeSub drops s from c.subs and its subjects from c.subjects,
+// reporting whether it was there. Called with subMu held.
+func (c *Conn) removeSub(s *sub) bool {
+	i := slices.Index(c.subs, s)
+	if i < 0 {
+		return false
 	}
+	c.subs = slices.Delete(c.subs, i, i+1)
+	c.subjects -= s.weight()
+	return true
+}
+
+// Revoke stops every subscription whose selector keep refuses (a
+// refreshed token that no longer covers it) and returns their request ids,
+// so the client can be told. A subscription still catching up stops too:
+// its Subscribe returns ErrClosed.
+func (c *Conn) Revoke(keep func(stream.Selector) bool) []int64 {
+	c.subMu.Lock()
+	var gone []*sub
+	for _, s := range c.subs {
+		if !keep(s.selector()) {
+			gone = append(gone, s)
+		}
+	}
+	ids := make([]int64, 0, len(gone))
+	for _, s := range gone {
+		c.removeSub(s)
+		ids = append(ids, s.id)
+	}
+	c.subMu.Unlock()
+	for _, s := range gone {
+		c.h.unindex(s)
+	}
+	return ids
 }
 
 // Subscriptions returns how many subscriptions the connection holds.
