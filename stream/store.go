@@ -149,7 +149,23 @@ func scanDelta(row pgx.Row) (Delta, error) {
 // Deltas returns the selected deltas with since < lsn <= upto in LSN order.
 // A limit never splits a transaction: a full page is completed with the rest
 // of its last transaction.
+//
+// The page is read in one repeatable-read transaction with the log's
+// start: a prune that raised it past since (Prune deletes and raises it in
+// one statement) is seen, and answered ErrPruned, never read as a gap.
 func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit int) ([]Delta, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("stream: read deltas: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	var from LSN
+	if err := tx.QueryRow(ctx, `SELECT log_from_lsn FROM repstream.meta`).Scan(&from); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("stream: read the log's start: %w", err)
+	}
+	if since < from {
+		return nil, fmt.Errorf("%w: cursor %s, log starts after %s", ErrPruned, since, from)
+	}
 	args := []any{since, upto}
 	lim := ""
 	if limit > 0 {
@@ -172,18 +188,18 @@ func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit
 	default:
 		q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + selWhere(sel, &args) + ` ORDER BY lsn, subject` + lim
 	}
-	out, err := s.collectDeltas(ctx, nil, q, args)
+	out, err := collectDeltas(ctx, tx, nil, q, args)
 	if err != nil || limit <= 0 || len(out) < limit {
 		return out, err
 	}
 	last := out[len(out)-1]
 	args = []any{last.LSN, last.Subject}
 	q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn = $1 AND subject > $2 AND ` + selWhere(sel, &args) + ` ORDER BY subject`
-	return s.collectDeltas(ctx, out, q, args)
+	return collectDeltas(ctx, tx, out, q, args)
 }
 
-func (s *Store) collectDeltas(ctx context.Context, out []Delta, q string, args []any) ([]Delta, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
+func collectDeltas(ctx context.Context, tx pgx.Tx, out []Delta, q string, args []any) ([]Delta, error) {
+	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: read deltas: %w", err)
 	}

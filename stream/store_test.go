@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -64,6 +65,12 @@ func TestPruneRaisesLogStart(t *testing.T) {
 	}
 	if len(left) != 4 || left[0].LSN != all[6] || left[0].Version != 7 {
 		t.Fatalf("after pruning: %d deltas starting %+v, want 4 starting at %s v7", len(left), left, all[6])
+	}
+	// A cursor below the log's start reads ErrPruned, not the deltas left.
+	for _, sel := range []stream.Selector{{Subjects: []string{"seller:1"}}, {Prefix: "seller:"}} {
+		if ds, err := e.Store().Deltas(ctx, sel, all[2], m.Checkpoint, 3); !errors.Is(err, stream.ErrPruned) {
+			t.Fatalf("%+v from a pruned cursor: %d deltas, %v; want ErrPruned", sel, len(ds), err)
+		}
 	}
 }
 

@@ -287,6 +287,13 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		return Result{}, ErrClosed
 	}
 	n, err := h.replayLog(ctx, c, sel, since, H)
+	if errors.Is(err, stream.ErrPruned) {
+		// Retention pruned the log under the replay: what was sent holds
+		// no gap, but the rest is gone. Start over: a second subscribed,
+		// a snapshot marked reset, then live deltas.
+		h.logger.Info("hub: the log was pruned during a replay; resetting the subscription", "id", r.ID)
+		return h.snapshot(ctx, s, r, h0, true)
+	}
 	if err != nil {
 		return Result{}, err
 	}

@@ -2,6 +2,7 @@ package hub_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,4 +57,79 @@ func TestThrottledPendingDroppedOnPartialUnsubscribe(t *testing.T) {
 		t.Fatalf("flushed %+v; want only seller:1", m)
 	}
 	rd.quiet(t, 400*time.Millisecond)
+}
+
+// pruneAfterFirstPage prunes the log up to upto right after the first page
+// of deltas is read, as retention may while a client-paced replay runs.
+type pruneAfterFirstPage struct {
+	*hub.MemLog
+	once sync.Once
+	upto stream.LSN
+}
+
+func (p *pruneAfterFirstPage) Deltas(ctx context.Context, sel stream.Selector, since, upto stream.LSN, limit int) ([]stream.Delta, error) {
+	ds, err := p.MemLog.Deltas(ctx, sel, since, upto, limit)
+	p.once.Do(func() { p.MemLog.Prune(p.upto) })
+	return ds, err
+}
+
+// Pruning during a replay from the store turns into a reset: the
+// subscription is answered again with a snapshot marked reset, never left
+// with a gap.
+func TestPruneDuringReplayResets(t *testing.T) {
+	log := hub.NewMemLog("epoch-1", 0x1000)
+	var lsns []stream.LSN
+	lsn := stream.LSN(0x1000)
+	for i := range 20 {
+		if _, err := log.Commit(lsn, []hub.Op{{Subject: "seller:1", Score: stream.Micro(1+i%5) * stream.MicroUnit}}); err != nil {
+			t.Fatal(err)
+		}
+		lsns = append(lsns, lsn)
+		lsn += 0x10
+	}
+	pl := &pruneAfterFirstPage{MemLog: log, upto: lsns[12]}
+	h := hub.New(hub.Options{Log: pl, Codecs: hubCodecs(), Config: hub.Config{RingDeltas: -1, ReplayPage: 3}})
+	m, _ := log.Meta(context.Background())
+	h.Reset(m)
+	c := h.Connect(0)
+	defer h.Disconnect(c)
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	since := lsns[0]
+	res, err := c.Subscribe(context.Background(), hub.Request{ID: 1, Sel: stream.Selector{Subjects: []string{"seller:1"}}, Since: &since})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Mode != hub.ModeSnapshot || !res.Reset {
+		t.Fatalf("result %+v; want a snapshot with reset", res)
+	}
+	first := rd.expectTypes(t, "subscribed")[0]
+	if first.Mode != "replay" {
+		t.Fatalf("first %+v", first)
+	}
+	var replayed []stream.LSN
+	for {
+		m := rd.next(t)
+		if m.Type == "subscribed" {
+			if m.Mode != "snapshot" || !m.Reset || m.ID != 1 {
+				t.Fatalf("second subscribed %+v; want snapshot with reset for id 1", m)
+			}
+			break
+		}
+		if m.Type != wire.TypeDelta && m.Type != wire.TypeDeltas {
+			t.Fatalf("got %+v during the replay", m)
+		}
+		for _, d := range m.Deltas {
+			replayed = append(replayed, d.LSN)
+		}
+	}
+	for i, l := range replayed { // what was replayed had no gap
+		if l != lsns[i+1] {
+			t.Fatalf("replayed %v; want a prefix of %v", replayed, lsns[1:])
+		}
+	}
+	snap := rd.expectTypes(t, "snapshot")[0]
+	if len(snap.States) != 1 || snap.States[0].Version != 20 || snap.States[0].LSN != lsns[19] {
+		t.Fatalf("snapshot %+v; want seller:1 at v20", snap.States)
+	}
 }

@@ -221,6 +221,9 @@ func (l *MemLog) Deltas(_ context.Context, sel stream.Selector, since, upto stre
 	if l.fail != nil {
 		return nil, l.fail
 	}
+	if since < l.meta.LogFrom {
+		return nil, stream.ErrPruned
+	}
 	i := sort.Search(len(l.deltas), func(i int) bool { return l.deltas[i].LSN > since })
 	var out []stream.Delta
 	for _, d := range l.deltas[i:] {
