@@ -59,7 +59,17 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	slices.Sort(subjects)
 	s := &sub{conn: c, id: r.ID, prefix: r.Sel.Prefix, throttle: r.Throttle,
 		subjects: slices.Clip(slices.Compact(subjects)), catchingUp: true}
-	if err := h.index(s); err != nil {
+	// Indexed and h0 read under pubMu, between two Publish calls: every
+	// transaction at or below h0 was fanned out (and its frames queued for
+	// the connection's other subscriptions) before s's "subscribed", every
+	// one above h0 reaches s's buffer. So after "subscribed" the client
+	// gets no frame at or below H (h0) but those owed to s; that is what
+	// lets it tell s's replay from its other subscriptions' live deltas.
+	h.pubMu.Lock()
+	err = h.index(s)
+	h0 := h.Head()
+	h.pubMu.Unlock()
+	if err != nil {
 		return Result{}, err
 	}
 	if r.Registered != nil {
@@ -71,9 +81,6 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 			return Result{}, ErrClosed
 		}
 	}
-	// Every transaction not routed to s's buffer was fanned out before s
-	// was indexed, so it is at or below h0 (Publish moves head first).
-	h0 := h.Head()
 	res, err := h.catchUp(ctx, s, r, epoch, h0)
 	if err != nil {
 		c.subMu.Lock()
@@ -257,7 +264,11 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		}
 	}
 	sel := s.selector()
-	if gs, H, ok := h.ring.read(sel, since); ok {
+	if gs, ok := h.ring.read(sel, since, h0); ok {
+		// The ring's replay stops at h0: later transactions are in s's
+		// buffer (and their frames for other subscriptions may still be
+		// on their way, so they must stay above H).
+		H := h0
 		h.m.replays.WithLabelValues("ring").Inc()
 		if !c.Enqueue(h.codecs[c.codec].Subscribed(r.ID, H, ModeReplay, false)) {
 			return Result{}, ErrClosed
@@ -400,6 +411,7 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 // queue, and goes live only once the buffer is empty.
 func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 	c := s.conn
+	sent := H // every delta s is owed at or below it was sent
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -409,6 +421,8 @@ func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 		gs := s.buf
 		if len(gs) == 0 {
 			s.buf, s.bufDeltas, s.catchingUp, s.floor = nil, 0, false, H
+			// Under s.mu: before any live frame of s (route takes s.mu).
+			c.Enqueue(h.codecs[c.codec].CaughtUp(s.id, sent))
 			s.mu.Unlock()
 			return nil
 		}
@@ -421,6 +435,7 @@ func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 			if err := c.enqueueWait(ctx, h.frameOf(g.t, g.items, c.codec)); err != nil {
 				return err
 			}
+			sent = g.lsn()
 		}
 	}
 }

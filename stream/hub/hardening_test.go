@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,5 +133,64 @@ func TestPruneDuringReplayResets(t *testing.T) {
 	snap := rd.expectTypes(t, "snapshot")[0]
 	if len(snap.States) != 1 || snap.States[0].Version != 20 || snap.States[0].LSN != lsns[19] {
 		t.Fatalf("snapshot %+v; want seller:1 at v20", snap.States)
+	}
+}
+
+// After a subscription's "subscribed" (at H), the only frames at or below
+// H its connection gets are the subscription's own replay: the other
+// subscriptions' live frames at or below H all came before it. Its
+// catch-up ends with caught_up, after everything it was owed.
+func TestSubscribedSeparatesReplayFromOthersLive(t *testing.T) {
+	for _, ring := range []int{0, -1} {
+		r := newRig(t, hub.Config{RingDeltas: ring, ReplayPage: 7})
+		c := r.h.Connect(0)
+		rd := newReader(t, c, wire.JSON{})
+		rd.caughtUp = true
+		ctx, cancel := context.WithCancel(context.Background())
+		if _, err := c.Subscribe(ctx, hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}}); err != nil {
+			t.Fatal(err)
+		}
+		rd.expectTypes(t, "subscribed", "snapshot", "caught_up")
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for i := 0; ctx.Err() == nil; i++ {
+				r.write(hub.Op{Subject: fmt.Sprintf("seller:%d", i%7), Score: 4e6}, hub.Op{Subject: fmt.Sprintf("buyer:%d", i%3), Score: 2e6})
+				time.Sleep(50 * time.Microsecond)
+			}
+		}()
+		for id := int64(2); id < 30; id++ {
+			since := r.h.Head() - stream.LSN(id%5)*0x40
+			if _, err := c.Subscribe(ctx, hub.Request{ID: id, Sel: stream.Selector{Prefix: "buyer:"}, Since: &since}); err != nil {
+				t.Fatal(err)
+			}
+			var H stream.LSN
+			for {
+				m := rd.next(t)
+				if m.Type == wire.TypeSubscribed && m.ID == id {
+					H = m.LSN
+					break
+				}
+			}
+			for {
+				m := rd.next(t)
+				if m.Type == wire.TypeCaughtUp && m.ID == id {
+					if m.LSN < H {
+						t.Fatalf("caught_up at %s below H %s", m.LSN, H)
+					}
+					break
+				}
+				for _, d := range m.Deltas {
+					if d.LSN <= H && !strings.HasPrefix(d.Subject, "buyer:") {
+						t.Fatalf("ring %d, subscription %d: after subscribed at %s, %s's delta at %s", ring, id, H, d.Subject, d.LSN)
+					}
+				}
+			}
+			c.Unsubscribe(stream.Selector{Prefix: "buyer:"})
+		}
+		cancel()
+		<-done
+		rd.close()
+		r.h.Disconnect(c)
 	}
 }
