@@ -290,24 +290,32 @@ func (c *Conn) Subscriptions() int {
 	return len(c.subs)
 }
 
-// idle reports whether the connection may get a tick: it was admitted,
-// nothing was sent for a heartbeat, and no subscription is catching up or holds coalesced deltas.
-func (c *Conn) idle(now time.Time) bool {
+// tickAt reports whether the connection may get a tick, and at which
+// position: it was admitted, nothing was sent for a heartbeat, and no
+// subscription is catching up. A throttled subscription holding deltas
+// bounds the position below the first one it holds, so the tick claims
+// only what was flushed, and a throttle longer than the client's watchdog
+// does not leave the connection silent.
+func (c *Conn) tickAt(now time.Time, head stream.LSN) (stream.LSN, bool) {
 	if !c.admitted.Load() {
-		return false
+		return 0, false
 	}
 	if now.Sub(time.Unix(0, c.lastSend.Load())) < c.h.cfg.Heartbeat {
-		return false
+		return 0, false
 	}
+	pos := head
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	for _, s := range c.subs {
 		s.mu.Lock()
-		busy := s.catchingUp || len(s.pending) > 0
+		busy := s.catchingUp
+		if len(s.pending) > 0 && s.heldFrom > 0 {
+			pos = min(pos, s.heldFrom-1)
+		}
 		s.mu.Unlock()
 		if busy {
-			return false
+			return 0, false
 		}
 	}
-	return true
+	return pos, true
 }

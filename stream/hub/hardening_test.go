@@ -156,10 +156,10 @@ func TestSubscribedSeparatesReplayFromOthersLive(t *testing.T) {
 			defer close(done)
 			for i := 0; ctx.Err() == nil; i++ {
 				r.write(hub.Op{Subject: fmt.Sprintf("seller:%d", i%7), Score: 4e6}, hub.Op{Subject: fmt.Sprintf("buyer:%d", i%3), Score: 2e6})
-				time.Sleep(50 * time.Microsecond)
+				time.Sleep(100 * time.Microsecond)
 			}
 		}()
-		for id := int64(2); id < 30; id++ {
+		for id := int64(2); id < 20; id++ {
 			since := r.h.Head() - stream.LSN(id%5)*0x40
 			if _, err := c.Subscribe(ctx, hub.Request{ID: id, Sel: stream.Selector{Prefix: "buyer:"}, Since: &since}); err != nil {
 				t.Fatal(err)
@@ -192,5 +192,50 @@ func TestSubscribedSeparatesReplayFromOthersLive(t *testing.T) {
 		<-done
 		rd.close()
 		r.h.Disconnect(c)
+	}
+}
+
+// A throttle longer than the heartbeat does not silence the connection:
+// while deltas are held it gets ticks at the flushed position (below the
+// first held delta), so a client's watchdog never fires.
+func TestTicksWhileThrottledDeltasHeld(t *testing.T) {
+	r := newRig(t, hub.Config{Heartbeat: 40 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = r.h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	c := r.h.Connect(0)
+	defer r.h.Disconnect(c)
+	c.Admit()
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	if _, err := c.Subscribe(ctx, hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}, Throttle: 1500 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	rd.expectTypes(t, "subscribed", "snapshot")
+	r.write(hub.Op{Subject: "seller:1", Score: 5e6}) // the first is flushed at once
+	if m := rd.next(t); len(m.Deltas) != 1 {
+		t.Fatalf("got %+v", m)
+	}
+	before := r.h.Head()
+	tx := r.write(hub.Op{Subject: "seller:1", Score: 4e6})
+	r.write(hub.Op{Subject: "seller:1", Score: 2e6})
+	ticks := 0
+	for {
+		m := rd.next(t)
+		if m.Type == wire.TypeTick {
+			if m.LSN >= tx.LSN || m.LSN < before {
+				t.Fatalf("tick at %s while a delta at %s is held (head before it %s)", m.LSN, tx.LSN, before)
+			}
+			ticks++
+			continue
+		}
+		if len(m.Deltas) != 1 || m.Deltas[0].Coalesced != 2 {
+			t.Fatalf("got %+v; want the coalesced delta", m)
+		}
+		break
+	}
+	if ticks < 3 {
+		t.Fatalf("%d ticks during a 1.5 s throttle with a 40 ms heartbeat; want several", ticks)
 	}
 }
