@@ -251,6 +251,7 @@ type session struct {
 	cancel   context.CancelFunc   // guarded by mu; cancels the worker's requests
 	pong     []byte               // guarded by mu; the payload of the client's latest ping
 	working  bool                 // guarded by mu; the worker runs
+	detached bool                 // guarded by mu; the worker gave its slot back (a client-paced catch-up)
 	ended    bool                 // guarded by mu; end ran
 	pongDue  bool                 // guarded by mu; a client's ping awaits its pong
 }
@@ -585,10 +586,27 @@ func (ss *session) request(m wire.ClientMessage) {
 	}
 }
 
+// detach gives the session's subscribe worker slot back while its request
+// goes on (on the same goroutine): the request's catch-up now waits on the
+// client, and a slow client must not hold a worker the other connections'
+// subscribes need. work then ends after that request.
+func (ss *session) detach() {
+	ss.mu.Lock()
+	if ss.detached {
+		ss.mu.Unlock()
+		return
+	}
+	ss.detached = true
+	ss.mu.Unlock()
+	ss.shared.releaseSlot()
+}
+
 // work runs the queued subscribes and unsubscribes in order, on one of the
 // server's subscribe workers, and returns when none is left (request starts
-// it again). Its context is cancelled when the session ends.
-func (ss *session) work() {
+// it again). Its context is cancelled when the session ends. If a request
+// gave the worker slot back (detach), work returns after it, true, and the
+// requests left are put in line for a worker again.
+func (ss *session) work() (detached bool) {
 	defer ss.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	ss.mu.Lock()
@@ -609,10 +627,27 @@ func (ss *session) work() {
 			ss.serve(ctx, m)
 		}
 		ss.mu.Lock()
+		if ss.detached {
+			ss.detached = false
+			requeue := len(ss.reqs) > 0 && !ss.ended
+			if requeue {
+				ss.wg.Add(1) // for the work the line starts
+			} else {
+				ss.working, ss.reqs = false, nil
+			}
+			ss.cancel = nil
+			ss.mu.Unlock()
+			cancel()
+			if requeue {
+				ss.shared.startWork(ss)
+			}
+			return true
+		}
 	}
 	ss.working, ss.reqs, ss.cancel = false, nil, nil
 	ss.mu.Unlock()
 	cancel()
+	return false
 }
 
 // serve runs one subscribe or unsubscribe.
@@ -624,7 +659,7 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 		ss.hc.Enqueue(ss.codec.Unsubscribed(m.ID))
 	case wire.TypeSubscribe:
 		req := hub.Request{ID: m.ID, Sel: stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix},
-			Epoch: m.Epoch, Throttle: s.cfg.throttle(m.ThrottleMs)}
+			Epoch: m.Epoch, Throttle: s.cfg.throttle(m.ThrottleMs), Waiting: ss.detach}
 		if m.HasSince && m.Since != "" {
 			lsn, err := stream.ParseLSN(m.Since)
 			if err != nil {

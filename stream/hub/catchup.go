@@ -26,6 +26,11 @@ type Request struct {
 	// Registered, if set, is called once the subscription is registered
 	// (Revoke can see it), before its catch-up.
 	Registered func()
+	// Waiting, if set, is called (at most once) when the catch-up first
+	// has to wait for the client to drain its queue: the caller may give
+	// back what it holds for the request (a worker slot), since the rest
+	// is paced by the client, not by the server.
+	Waiting func()
 }
 
 // Result tells how a subscription caught up.
@@ -80,6 +85,16 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 		if revoked {
 			return Result{}, ErrClosed
 		}
+	}
+	if r.Waiting != nil {
+		c.mu.Lock()
+		c.waiting = r.Waiting
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.waiting = nil
+			c.mu.Unlock()
+		}()
 	}
 	res, err := h.catchUp(ctx, s, r, epoch, h0)
 	if err != nil {

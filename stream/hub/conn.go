@@ -36,6 +36,7 @@ type Conn struct {
 	reason    string        // guarded by mu
 	spaceWait chan struct{} // guarded by mu; closed when the queue drains below the soft limit
 	start     func()        // guarded by mu; set by SetDrain: starts the drain
+	waiting   func()        // guarded by mu; Request.Waiting of the catch-up running, until called
 	done      chan struct{} // closed by Close
 
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
@@ -104,6 +105,14 @@ func (c *Conn) enqueueWait(ctx context.Context, frame Frame) error {
 			c.pushLocked(frame)
 			c.mu.Unlock()
 			return nil
+		}
+		if f := c.waiting; f != nil {
+			// The catch-up is paced by the client from here: let its
+			// caller give back what it holds, then look again.
+			c.waiting = nil
+			c.mu.Unlock()
+			f()
+			continue
 		}
 		if c.spaceWait == nil {
 			c.spaceWait = make(chan struct{})
