@@ -72,6 +72,11 @@ type Log interface {
 	// States returns the selected states ordered by order (empty: by subject),
 	// at most limit (0: no limit), with the head they are consistent with.
 	States(ctx context.Context, sel Selector, order Order, limit int) ([]State, LSN, error)
+	// StatesAfter returns a page of the selected states: those whose
+	// subject sorts after after (bytewise), in subject order, at most limit
+	// (0: no limit), with the head they are consistent with. Snapshots are
+	// read in such pages, so none holds every state at once.
+	StatesAfter(ctx context.Context, sel Selector, after string, limit int) ([]State, LSN, error)
 	// Deltas returns the selected deltas with since < lsn <= upto in LSN
 	// order (subject order within a transaction), at most limit (0: no
 	// limit); a limit never splits a transaction, so more may be returned.

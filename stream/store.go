@@ -103,6 +103,17 @@ func likeEscape(s string) string {
 
 // States returns the selected states and the head they are consistent with.
 func (s *Store) States(ctx context.Context, sel Selector, order Order, limit int) ([]State, LSN, error) {
+	return s.states(ctx, sel, order, nil, limit)
+}
+
+// StatesAfter returns a page of the selected states: those whose subject
+// sorts after after, in subject order, at most limit, with the head they
+// are consistent with.
+func (s *Store) StatesAfter(ctx context.Context, sel Selector, after string, limit int) ([]State, LSN, error) {
+	return s.states(ctx, sel, "", &after, limit)
+}
+
+func (s *Store) states(ctx context.Context, sel Selector, order Order, after *string, limit int) ([]State, LSN, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, 0, fmt.Errorf("stream: read states: %w", err)
@@ -114,6 +125,10 @@ func (s *Store) States(ctx context.Context, sel Selector, order Order, limit int
 	}
 	var args []any
 	q := `SELECT ` + stateCols + ` FROM repstream.subjects WHERE ` + selWhere(sel, &args)
+	if after != nil {
+		args = append(args, *after)
+		q += fmt.Sprintf(` AND subject > $%d`, len(args))
+	}
 	switch order {
 	case "":
 		q += ` ORDER BY subject`

@@ -381,8 +381,15 @@ func (h *Hub) replayLog(ctx context.Context, c *Conn, sel stream.Selector, since
 	return n, nil
 }
 
-// snapshot sends the subscription's states at a consistent head, then
-// whatever lies between that head and h0, then releases the buffer.
+// snapshot sends the subscription's states, read a chunk at a time in
+// subject order (one page per snapshot message, so no subscriber holds a
+// large prefix's states at once), then whatever lies between the first
+// page's head and h0, then releases the buffer.
+//
+// The snapshot's lsn is the first page's head hs; a later page may hold
+// states newer than hs. The live deltas that follow are every one above
+// hs, so a client, which applies a delta only above the lsn of the state it
+// holds, ends exactly where the server is.
 func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, reset bool) (Result, error) {
 	c := s.conn
 	sel := s.selector()
@@ -391,7 +398,8 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		mode = "snapshot_reset"
 	}
 	h.m.replays.WithLabelValues(mode).Inc()
-	states, head, err := h.log.States(ctx, sel, "", 0)
+	chunk := h.cfg.SnapshotChunk
+	page, head, err := h.log.StatesAfter(ctx, sel, "", chunk)
 	if err != nil {
 		return Result{}, err
 	}
@@ -400,12 +408,22 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 	if !c.Enqueue(codec.Subscribed(r.ID, hs, ModeSnapshot, reset)) {
 		return Result{}, ErrClosed
 	}
-	chunk := h.cfg.SnapshotChunk
-	for i := 0; i == 0 || i < len(states); i += chunk {
-		part := states[i:min(i+chunk, len(states))]
-		if err := c.enqueueWait(ctx, Frame{Bytes: codec.Snapshot(r.ID, hs, part, i+chunk < len(states))}); err != nil {
+	sent := 0
+	for {
+		var next []stream.State
+		if len(page) == chunk {
+			if next, _, err = h.log.StatesAfter(ctx, sel, page[len(page)-1].Subject, chunk); err != nil {
+				return Result{}, err
+			}
+		}
+		if err := c.enqueueWait(ctx, Frame{Bytes: codec.Snapshot(r.ID, hs, page, len(next) > 0)}); err != nil {
 			return Result{}, err
 		}
+		sent += len(page)
+		if len(next) == 0 {
+			break
+		}
+		page = next
 	}
 	H := hs
 	if hs < h0 {
@@ -416,7 +434,7 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		}
 		H = h0
 	}
-	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: len(states)}, h.release(ctx, s, H)
+	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: sent}, h.release(ctx, s, H)
 }
 
 // release ends catch-up: buffered deltas above H are sent, one frame per

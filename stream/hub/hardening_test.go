@@ -239,3 +239,77 @@ func TestTicksWhileThrottledDeltasHeld(t *testing.T) {
 		t.Fatalf("%d ticks during a 1.5 s throttle with a 40 ms heartbeat; want several", ticks)
 	}
 }
+
+// pageLog records how states are read.
+type pageLog struct {
+	*hub.MemLog
+	mu      sync.Mutex
+	all     int // States calls without a limit
+	largest int // the largest page asked for
+}
+
+func (p *pageLog) States(ctx context.Context, sel stream.Selector, order stream.Order, limit int) ([]stream.State, stream.LSN, error) {
+	p.mu.Lock()
+	if limit == 0 {
+		p.all++
+	}
+	p.mu.Unlock()
+	return p.MemLog.States(ctx, sel, order, limit)
+}
+
+func (p *pageLog) StatesAfter(ctx context.Context, sel stream.Selector, after string, limit int) ([]stream.State, stream.LSN, error) {
+	p.mu.Lock()
+	if limit == 0 {
+		p.all++
+	}
+	p.largest = max(p.largest, limit)
+	p.mu.Unlock()
+	return p.MemLog.StatesAfter(ctx, sel, after, limit)
+}
+
+// A snapshot of a large prefix is read a chunk at a time, never all at
+// once, and arrives whole: every state once, in chunks, the last with more
+// false.
+func TestSnapshotPaged(t *testing.T) {
+	log := hub.NewMemLog("epoch-1", 0x1000)
+	var ops []hub.Op
+	for i := range 2500 {
+		ops = append(ops, hub.Op{Subject: fmt.Sprintf("seller:%d", i), Score: 3e6})
+	}
+	if _, err := log.Commit(0x1000, ops); err != nil {
+		t.Fatal(err)
+	}
+	pl := &pageLog{MemLog: log}
+	h := hub.New(hub.Options{Log: pl, Codecs: hubCodecs(), Config: hub.Config{SnapshotChunk: 1000}})
+	m, _ := log.Meta(context.Background())
+	h.Reset(m)
+	c := h.Connect(0)
+	defer h.Disconnect(c)
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	if _, err := c.Subscribe(context.Background(), hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}}); err != nil {
+		t.Fatal(err)
+	}
+	rd.expectTypes(t, "subscribed")
+	seen := map[string]bool{}
+	var sizes []int
+	for {
+		m := rd.expectTypes(t, "snapshot")[0]
+		sizes = append(sizes, len(m.States))
+		for _, s := range m.States {
+			if seen[s.Subject] {
+				t.Fatalf("%s twice", s.Subject)
+			}
+			seen[s.Subject] = true
+		}
+		if !m.More {
+			break
+		}
+	}
+	if len(seen) != 2500 || fmt.Sprint(sizes) != "[1000 1000 500]" {
+		t.Fatalf("%d states in chunks %v; want 2500 in [1000 1000 500]", len(seen), sizes)
+	}
+	if pl.all != 0 || pl.largest != 1000 {
+		t.Fatalf("%d reads of every state at once, largest page %d; want pages of 1000 only", pl.all, pl.largest)
+	}
+}

@@ -214,6 +214,26 @@ func (l *MemLog) States(_ context.Context, sel stream.Selector, order stream.Ord
 	return out, l.meta.Checkpoint, nil
 }
 
+// StatesAfter implements stream.Log.
+func (l *MemLog) StatesAfter(_ context.Context, sel stream.Selector, after string, limit int) ([]stream.State, stream.LSN, error) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.fail != nil {
+		return nil, 0, l.fail
+	}
+	var out []stream.State
+	for _, s := range l.states {
+		if s.Subject > after && sel.Match(s.Subject) {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Subject < out[j].Subject })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, l.meta.Checkpoint, nil
+}
+
 // Deltas implements stream.Log.
 func (l *MemLog) Deltas(_ context.Context, sel stream.Selector, since, upto stream.LSN, limit int) ([]stream.Delta, error) {
 	l.mu.RLock()
