@@ -132,4 +132,29 @@ func TestDeltasLimitKeepsTransactionsWhole(t *testing.T) {
 			t.Errorf("subjects %v, pages of 1: %s; want %s", subjects, g, want)
 		}
 	}
+
+	// States page by subject, as snapshots read them.
+	var pages []string
+	after := ""
+	for {
+		page, head, err := e.Store().StatesAfter(ctx, sel, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head != m.Checkpoint {
+			t.Fatalf("page head %s, want %s", head, m.Checkpoint)
+		}
+		if len(page) == 0 {
+			break
+		}
+		var names []string
+		for _, st := range page {
+			names = append(names, st.Subject)
+		}
+		pages = append(pages, strings.Join(names, " "))
+		after = page[len(page)-1].Subject
+	}
+	if g := strings.Join(pages, " | "); g != "seller:1 seller:2 | seller:3" {
+		t.Errorf("state pages of 2: %s", g)
+	}
 }
