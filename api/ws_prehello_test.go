@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/api/apitest"
 	"github.com/repstream/repstream/api/wire"
+	"github.com/repstream/repstream/stream/hub"
 )
 
 // A session that has not been welcomed gets nothing but errors and its
@@ -57,5 +59,27 @@ func TestPreHelloFrameCap(t *testing.T) {
 	c.sendRaw([]byte(`{"type":"ping","id":5,"pad":"` + strings.Repeat("x", 9<<10) + `"}`))
 	if m := c.expect(wire.TypePong); m.ID != 5 {
 		t.Fatalf("pong %+v", m)
+	}
+}
+
+// A cursor is parsed exactly wherever a client gives one: trailing bytes,
+// spaces or a half wider than 32 bits are bad_cursor, never trimmed or
+// truncated.
+func TestCursorParsedExactly(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil)
+	e.Write(hub.Op{Subject: "seller:1", Score: 4e6})
+	all := apitest.Token(t, time.Hour, "*")
+	bad := []string{"0/16B3748junk", " 0/1000", "0/1000 ", "100000000/5", "0/100000000", "0x0/5"}
+	c := connect(t, e, wire.JSON{}, "*")
+	for i, since := range bad {
+		c.send(wire.ClientMessage{Type: wire.TypeSubscribe, ID: int64(i + 1), Prefix: "seller:", Since: since, HasSince: true})
+		m := c.expect(wire.TypeError)
+		if m.Code != wire.CodeBadCursor || m.ID != int64(i+1) {
+			t.Errorf("subscribe since %q: %+v; want bad_cursor", since, m)
+		}
+		status, body := get(t, e, "/v1/subjects/seller:1/deltas?since="+url.QueryEscape(since), all)
+		if status != 400 || body["code"] != "bad_cursor" {
+			t.Errorf("GET deltas since %q: %d %v; want 400 bad_cursor", since, status, body)
+		}
 	}
 }
