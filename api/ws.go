@@ -451,6 +451,13 @@ func (ss *session) handle(b []byte) bool {
 	switch {
 	case errors.As(err, &re):
 		s.m.received.WithLabelValues("invalid").Inc()
+		if ss.currentGrant() == nil {
+			// Not welcomed: a hello without a token (or anything else
+			// invalid) ends the session now, not at the hello timeout.
+			s.m.authFailures.WithLabelValues("no_hello").Inc()
+			ss.hc.Close(CloseUnauthenticated, truncate("send hello with a token first: "+re.Msg, 100))
+			return true
+		}
 		ss.hc.Enqueue(ss.codec.Error(re.ID, wire.CodeBadRequest, truncate(re.Msg, 200)))
 		return true
 	case err != nil:

@@ -83,3 +83,16 @@ func TestCursorParsedExactly(t *testing.T) {
 		}
 	}
 }
+
+// A hello without a token is refused at once (4001), not left open until
+// the hello timeout.
+func TestHelloWithoutTokenClosed(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil) // hello_timeout 10 s
+	c := dial(t, e, wire.JSON{}, http.Header{})
+	c.sendRaw([]byte(`{"type":"hello"}`))
+	start := time.Now()
+	c.expectClose(api.CloseUnauthenticated, 5*time.Second)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %s", d)
+	}
+}
