@@ -319,6 +319,13 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 				c.cursorEpoch = c.epoch
 			}
 			c.mu.Unlock()
+		case wire.TypeCaughtUp:
+			if m.ID == subID { // everything the subscription was owed up to m.LSN came
+				c.mu.Lock()
+				c.cursor = max(c.cursor, m.LSN)
+				c.cursorEpoch = c.epoch
+				c.mu.Unlock()
+			}
 		case wire.TypeTick:
 			if progressed {
 				c.mu.Lock()
