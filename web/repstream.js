@@ -1008,7 +1008,7 @@ export class RepstreamClient {
     this._retryTimer = this._setTimeout(() => {
       this._retryTimer = null;
       if (this._wanted && gen === this._gen) void this._open();
-    }, delay);
+    }, Math.min(delay, MAX_TIMEOUT_MS));
     this._setStatus(STATUS.OFFLINE, { ...detail, retryInMs: delay, attempt });
   }
 
@@ -1065,7 +1065,7 @@ export class RepstreamClient {
       if (ws !== this._ws) return;
       const left = this._heardAt + ms - this._now();
       if (left > 0) {
-        this._watchdog = this._setTimeout(check, left);
+        this._watchdog = this._setTimeout(check, Math.min(left, MAX_TIMEOUT_MS)); // re-armed until really due
         return;
       }
       this._log.warn(`repstream: nothing heard for ${ms} ms; reconnecting`);
@@ -1073,7 +1073,7 @@ export class RepstreamClient {
       closeQuietly(ws, 1000, 'heartbeat timeout');
       this._onClose(1006, 'heartbeat timeout');
     };
-    this._watchdog = this._setTimeout(check, ms);
+    this._watchdog = this._setTimeout(check, Math.min(ms, MAX_TIMEOUT_MS));
   }
 
   /** @private */

@@ -214,3 +214,17 @@ describe('timers and retries', () => {
     assert.equal(b.sub.states.size, 0);
   });
 });
+
+describe('no timer beyond setTimeout’s limit', () => {
+  test('a huge heartbeat_ms or backoff cap never asks setTimeout for more than 2^31-1 ms', async () => {
+    const env = setup({ backoff: { baseMs: 2 ** 40, capMs: 2 ** 40 } });
+    env.client.subscribe({ prefix: 'seller:' });
+    env.client.connect();
+    const ws = await welcome(env, { ...WELCOME, heartbeat_ms: 2 ** 40 });
+    env.clock.advance(2 ** 31); // the watchdog re-arms for the time left instead of firing
+    assert.equal(env.sockets.length, 1);
+    assert.equal(ws.closedWith, null);
+    ws.serverClose(1006);
+    for (const c of env.clock.calls) assert.ok(c.ms <= 2 ** 31 - 1, `a timer of ${c.ms} ms`);
+  });
+});
