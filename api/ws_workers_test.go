@@ -20,7 +20,7 @@ import (
 // worker, a client that reads nothing while its large snapshot is sent
 // does not hold up another connection's subscribe.
 func TestSlowCatchUpReleasesWorker(t *testing.T) {
-	e := apitest.Start(t, api.Config{SubscribeWorkers: 1, QueueBytes: 64 << 10}, nil)
+	e := apitest.Start(t, api.Config{SubscribeWorkers: 1, QueueBytes: 64 << 10, WriteTimeout: time.Minute}, nil)
 	var ops []hub.Op
 	for i := range 30000 {
 		ops = append(ops, hub.Op{Subject: fmt.Sprintf("seller:%06d", i), Score: 4 * stream.MicroUnit})
@@ -47,6 +47,7 @@ func TestSlowCatchUpReleasesWorker(t *testing.T) {
 	waitSubscriptions(t, e, 1)
 	time.Sleep(300 * time.Millisecond) // its catch-up now waits on the client
 	next := connect(t, e, wire.JSON{}, "*")
+	start := time.Now()
 	next.send(wire.ClientMessage{Type: wire.TypeSubscribe, ID: 1, Subjects: []string{"seller:000001"}})
 	// Generous under -race on a busy machine; without the release it
 	// waits until the slow client is dropped (pong_timeout, 35 s).
@@ -55,4 +56,5 @@ func TestSlowCatchUpReleasesWorker(t *testing.T) {
 		t.Fatalf("got %+v, %v; want subscribed", m, err)
 	}
 	next.expect(wire.TypeSnapshot)
+	t.Logf("subscribed and snapshot %s after the subscribe, the slow client's catch-up still waiting", time.Since(start))
 }
