@@ -571,3 +571,20 @@ ALTER ROLE %[1]q SET search_path = repstream`, role))
 	waitReady(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 }
+
+// TestReadyWithoutReadAllStats: a role without pg_read_all_stats sees no
+// sent_lsn in pg_stat_replication; the engine still becomes ready.
+func TestReadyWithoutReadAllStats(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	roleURL := replicatorRole(t, conn, url, name)
+	role := strings.SplitN(strings.TrimPrefix(roleURL, "postgres://"), "@", 2)[0]
+	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE pg_read_all_stats FROM %q`, role))
+	e, stop := runEngine(t, roleURL, name, &recorder{})
+	defer stop()
+	waitReady(t, e, 30*time.Second)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	waitReady(t, e, 10*time.Second)
+}

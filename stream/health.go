@@ -154,7 +154,7 @@ func (e *Engine) Readiness(ctx context.Context) error {
 	if !st.Reader.CaughtUp {
 		return errors.New("catching up: received changes are not applied yet")
 	}
-	behind, err := e.walBehind(ctx)
+	behind, err := e.walBehind(ctx, st.Reader.ServerWALEnd)
 	if err != nil {
 		return err
 	}
@@ -164,15 +164,17 @@ func (e *Engine) Readiness(ctx context.Context) error {
 	return nil
 }
 
-// walBehind is how far the walsender of the slot is behind the server's flushed WAL.
-func (e *Engine) walBehind(ctx context.Context) (int64, error) {
+// walBehind is how far the walsender of the slot is behind the server's
+// flushed WAL. A role without pg_read_all_stats sees no sent_lsn: the
+// position the walsender last reported to the reader (sent) stands in.
+func (e *Engine) walBehind(ctx context.Context, sent LSN) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var behind *int64
 	err := e.pool.QueryRow(ctx, `
-SELECT (pg_current_wal_flush_lsn() - r.sent_lsn)::bigint
+SELECT (pg_current_wal_flush_lsn() - coalesce(r.sent_lsn, nullif($2::pg_lsn, '0/0')))::bigint
 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&behind)
+WHERE s.slot_name = $1`, e.cfg.Slot, sent.String()).Scan(&behind)
 	switch {
 	case ctx.Err() != nil:
 		return 0, fmt.Errorf("the database does not answer within %s", readyTimeout)
