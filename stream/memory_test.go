@@ -188,3 +188,60 @@ UNION ALL SELECT 0, repeat('x', $3::int)`, wide, rows, 3*queueBytes)
 		t.Fatalf("got %d inserts, want %d", inserts, rows+1)
 	}
 }
+
+// TestHugeTransactionStoppedMidwayLeavesNothing stops the engine while it
+// applies a source transaction whose shadow rows already spilled into the
+// group's store transaction: nothing of it is committed (shadow and
+// checkpoint as before), and the next start applies it exactly.
+func TestHugeTransactionStoppedMidwayLeavesNothing(t *testing.T) {
+	const rows = 100_000
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	small := func(c *stream.EngineConfig) { c.Applier.MaxGroupChanges = 500 }
+	_, stop := startEngine(t, url, name, &recorder{}, small)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	shadow := func() (n int64, checkpoint string) {
+		t.Helper()
+		if err := conn.QueryRow(ctx, `SELECT (SELECT count(*) FROM repstream.rows), (SELECT checkpoint_lsn::text FROM repstream.meta)`).Scan(&n, &checkpoint); err != nil {
+			t.Fatal(err)
+		}
+		return n, checkpoint
+	}
+	n0, cp0 := shadow()
+
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) SELECT i % 1000, 1 + i % 5 FROM generate_series(1, $1::int) i`, rows)
+	// Wait for the writer to hold an open group: the spill has begun.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var open bool
+		if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_stat_activity WHERE datname = current_database()
+  AND application_name = 'repstream-writer' AND state LIKE 'idle in transaction%')`).Scan(&open); err != nil {
+			t.Fatal(err)
+		}
+		if open {
+			break
+		}
+		switch n, _ := shadow(); {
+		case n == n0+rows || time.Now().After(deadline):
+			t.Fatal("the transaction was applied before its group was seen open; nothing was tested")
+		case n != n0:
+			t.Fatalf("%d of its %d shadow rows committed while the source transaction was being applied", n-n0, rows)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	stop()
+	if n, cp := shadow(); n != n0 || cp != cp0 {
+		t.Fatalf("after a stop mid-transaction: %d shadow rows at checkpoint %s, want %d at %s (half a source transaction committed)", n, cp, n0, cp0)
+	}
+
+	_, stop = startEngine(t, url, name, &recorder{}, small)
+	defer stop()
+	streamtest.WaitConverged(t, conn, 2*time.Minute)
+	streamtest.CheckLog(t, conn)
+	if n, _ := shadow(); n != n0+rows {
+		t.Fatalf("%d shadow rows, want %d", n, n0+rows)
+	}
+}

@@ -55,11 +55,12 @@ INSERT INTO reviews (seller_id, rating, status) SELECT i % 10000, 1 + i % 5, 'pu
 			}
 			small := peaks[s.name]
 			ratio := float64(m.peakKB) / float64(small)
-			// Two runs of one size differ by a few MB (when the collector
-			// runs): "no higher" allows that much.
+			// Two runs of the same 1M-row transaction peaked 10 MB apart
+			// (105 and 115 MB: when the collector runs and what the runtime
+			// has not yet returned to the kernel): "no higher" allows that.
 			e.add(row{Measurement: name, Baseline: fmt.Sprintf("%s rows: %.0f MB", millions(sizes[0]), mb(small)), Result: res,
-				Ratio: fmt.Sprintf("%.2f", ratio), Target: fmt.Sprintf("no higher than the %s-row peak (within 5%% run-to-run noise)", millions(sizes[0])),
-				Verdict: verdict(ratio <= 1.05)})
+				Ratio: fmt.Sprintf("%.2f", ratio), Target: fmt.Sprintf("no higher than the %s-row peak (within the 10%% run-to-run noise)", millions(sizes[0])),
+				Verdict: verdict(ratio <= 1.10)})
 		}
 	}
 	return nil
