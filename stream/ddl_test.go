@@ -1,0 +1,193 @@
+package stream_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/repstream/repstream/cdc/localpg"
+	"github.com/repstream/repstream/stream"
+	"github.com/repstream/repstream/stream/streamtest"
+)
+
+func fastSchemaCheck(c *stream.EngineConfig) { c.SchemaCheck = 100 * time.Millisecond }
+
+// waitProblem waits until the engine reports a problem with code on source,
+// and checks readiness says so.
+func waitProblem(t *testing.T, e *stream.Engine, code, source string) stream.Problem {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for _, p := range e.Problems() {
+			if p.Code == code && p.Source == source {
+				if err := e.Readiness(context.Background()); err == nil {
+					t.Fatalf("ready while problem %s is open", code)
+				}
+				if p.Fix == "" {
+					t.Fatalf("problem %s has no fix", code)
+				}
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no problem %s for %s; open: %+v", code, source, e.Problems())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitReady waits until no problem is open and the engine is ready.
+func waitReady(t *testing.T, e *stream.Engine) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := e.Readiness(context.Background())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func derivedNow(t *testing.T, conn *pgx.Conn) map[string]streamtest.Fig {
+	t.Helper()
+	d, err := streamtest.Derived(context.Background(), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestDDLStopsTheSourceLoudly: DDL that takes away what a source reads
+// stops that source with a problem naming the fix; nothing is folded while
+// it lasts; once fixed, the service reloads under a new epoch and is exact.
+func TestDDLStopsTheSourceLoudly(t *testing.T) {
+	cases := []struct {
+		name, ddl, code, fix string
+	}{
+		{"rename score column", `ALTER TABLE reviews RENAME COLUMN rating TO stars`, "source_column_missing",
+			`ALTER TABLE reviews RENAME COLUMN stars TO rating`},
+		{"rename subject column", `ALTER TABLE reviews RENAME COLUMN seller_id TO seller`, "source_column_missing",
+			`ALTER TABLE reviews RENAME COLUMN seller TO seller_id`},
+		{"drop where column cascade", `ALTER TABLE reviews DROP COLUMN status CASCADE`, "source_column_missing",
+			`ALTER TABLE reviews ADD COLUMN status text NOT NULL DEFAULT 'published'; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
+		{"rename table", `ALTER TABLE reviews RENAME TO reviews_old`, "source_table_renamed",
+			`ALTER TABLE reviews_old RENAME TO reviews`},
+		{"drop table from publication", `ALTER PUBLICATION %PUB% DROP TABLE reviews`, "source_unpublished",
+			`ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
+		{"score type rounds", `BEGIN; ALTER PUBLICATION %PUB% DROP TABLE reviews; ALTER TABLE reviews ALTER COLUMN rating TYPE int; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status); COMMIT`,
+			"", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			url, name := localpg.NewDatabase(t)
+			conn := streamtest.Connect(t, url)
+			streamtest.Exec(t, conn, streamtest.Schema)
+			streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) SELECT i % 4, 1 + (i % 9) / 2.0 FROM generate_series(1, 40) i`)
+			streamtest.Exec(t, conn, `INSERT INTO ratings SELECT i % 3, i, i % 11 FROM generate_series(1, 20) i`)
+			rec := &recorder{}
+			e, stop := startEngine(t, url, name, rec, fastSchemaCheck)
+			defer stop()
+			streamtest.WaitConverged(t, conn, 20*time.Second)
+			pub := func(s string) string { return strings.ReplaceAll(s, "%PUB%", `"`+name+`"`) }
+
+			streamtest.Exec(t, conn, pub(c.ddl))
+			if c.code == "" {
+				// A type change: values counted before were read as the old
+				// type; the service reloads by itself.
+				streamtest.Exec(t, conn, `UPDATE reviews SET seller_id = 9 WHERE id % 5 = 0`)
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					rec.mu.Lock()
+					n := len(rec.resets)
+					rec.mu.Unlock()
+					if n >= 2 {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no reload after the type change; problems %+v", e.Problems())
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				waitReady(t, e)
+				streamtest.WaitConverged(t, conn, 20*time.Second)
+				return
+			}
+			before := derivedNow(t, conn)
+			p := waitProblem(t, e, c.code, "public.reviews")
+			t.Logf("reported: %s", p)
+			// While stopped, the source folds nothing; the others go on.
+			table := "reviews"
+			if c.code == "source_table_renamed" {
+				table = "reviews_old"
+			}
+			streamtest.Exec(t, conn, `DELETE FROM `+table+` WHERE id % 3 = 0`)
+			streamtest.Exec(t, conn, `INSERT INTO ratings VALUES (7, 1000, 9)`)
+			deadline := time.Now().Add(20 * time.Second)
+			for derivedNow(t, conn)["user:7"].Count == before["user:7"].Count {
+				if time.Now().After(deadline) {
+					t.Fatal("the other source stopped too")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			after := derivedNow(t, conn)
+			for s, f := range before {
+				if strings.HasPrefix(s, "seller:") && after[s] != f {
+					t.Fatalf("%s changed while its source was stopped: %+v, was %+v", s, after[s], f)
+				}
+			}
+			if e.Readiness(context.Background()) == nil {
+				t.Fatal("ready while a source is stopped")
+			}
+			rec.mu.Lock()
+			resets := len(rec.resets)
+			rec.mu.Unlock()
+
+			streamtest.Exec(t, conn, pub(c.fix))
+			streamtest.Exec(t, conn, `UPDATE reviews SET rating = 2 WHERE id % 4 = 0`)
+			waitReady(t, e)
+			streamtest.WaitConverged(t, conn, 20*time.Second)
+			streamtest.CheckLog(t, conn)
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.resets) != resets+1 {
+				t.Fatalf("got %d resets after the fix, want one more than %d (a reload under a new epoch)", len(rec.resets), resets)
+			}
+		})
+	}
+}
+
+// TestHarmlessDDLChangesNothing: a new column, an index and a new table
+// neither stop a source nor reload.
+func TestHarmlessDDLChangesNothing(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	rec := &recorder{}
+	e, stop := startEngine(t, url, name, rec, fastSchemaCheck)
+	defer stop()
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5), (1, 3), (2, 4)`)
+	streamtest.Exec(t, conn, `ALTER TABLE reviews ADD COLUMN helpful int DEFAULT 0`)
+	streamtest.Exec(t, conn, `CREATE INDEX ON reviews (seller_id)`)
+	streamtest.Exec(t, conn, `CREATE TABLE other (id int PRIMARY KEY, x int)`)
+	streamtest.Exec(t, conn, `INSERT INTO other VALUES (1, 1)`)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating, helpful) VALUES (1, 1, 7)`)
+	streamtest.Exec(t, conn, `UPDATE reviews SET rating = 2, helpful = 3 WHERE id = 1`)
+	streamtest.Exec(t, conn, `DELETE FROM reviews WHERE id = 3`)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	time.Sleep(500 * time.Millisecond) // several schema checks
+	if ps := e.Problems(); len(ps) != 0 {
+		t.Fatalf("problems after harmless DDL: %+v", ps)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.resets) != 1 || e.Status().Restarts != 0 {
+		t.Fatalf("%d resets, %d restarts after harmless DDL; want 1 and 0", len(rec.resets), e.Status().Restarts)
+	}
+}
