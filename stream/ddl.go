@@ -2,6 +2,8 @@ package stream
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -132,6 +134,23 @@ FROM pg_publication p WHERE p.pubname = $1`, e.cfg.Publication, s.info.OID).Scan
 		}
 	}
 	return nil
+}
+
+// shapeDigest identifies the shapes a derived state is built with; stored
+// after the sources fingerprint, it makes a start reload when a table
+// changed while repstream was stopped (a partition TRUNCATE leaves nothing
+// in the stream).
+func shapeDigest(shapes []*shape) string {
+	h := sha256.New()
+	for _, s := range shapes {
+		fmt.Fprintf(h, "%d|%d|%c|%q|%s|%s|", s.index, s.info.OID, s.info.ReplicaIdentity, s.key, s.info.Leaves, s.member)
+		for _, c := range s.used() {
+			ct, _ := s.info.TypeOf(c)
+			fmt.Fprintf(h, "%s:%d:%d,", c, ct.OID, ct.Mod)
+		}
+		h.Write([]byte{'\n'})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // guard holds the sources stopped during a session.

@@ -312,7 +312,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
 	case strings.HasPrefix(hash, stoppedHash):
 		reason = fmt.Sprintf("a source stopped (%s) and is servable again", strings.TrimPrefix(hash, stoppedHash))
-	case hash != e.hash:
+	case hash != e.hash+"/"+shapeDigest(shapes) && strings.HasPrefix(hash, e.hash+"/"):
+		reason = "a source table changed while repstream was stopped (its key, a column's type, its partitions or its publication membership)"
+	case hash != e.hash+"/"+shapeDigest(shapes):
 		reason = "the sources configuration changed"
 	}
 	if reason != "" {
@@ -322,7 +324,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.log.Info("initial load", "reason", reason)
 		}
 		old := meta
-		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
+		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK, e.hash+"/"+shapeDigest(shapes)); err != nil {
 			return err
 		}
 		e.metrics.newEpoch.Inc()
@@ -350,7 +352,8 @@ func (e *Engine) refused(err error) error {
 // load takes a consistent snapshot: the slot is created with an exported
 // snapshot, the tables are read as of it, and the state commits with the
 // slot's consistent point as checkpoint.
-func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool) (Meta, error) {
+// hash is the sources fingerprint and the shapes' digest the state is built with.
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool, hash string) (Meta, error) {
 	if slotExists {
 		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
 		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
@@ -377,7 +380,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
 		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
-	if err := w.reset(ctx, meta, e.hash); err != nil {
+	if err := w.reset(ctx, meta, hash); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
 	}

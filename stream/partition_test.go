@@ -76,3 +76,20 @@ func TestPartitionedNeedsViaRoot(t *testing.T) {
 	}
 	_ = time.Second
 }
+
+// TestPartitionTruncatedWhileStopped: a partition TRUNCATE leaves nothing in
+// the stream; made while repstream is stopped, the next start reloads.
+func TestPartitionTruncatedWhileStopped(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, partitioned)
+	_, stop := startEngine(t, url, name, &recorder{}, itemsSource)
+	waitItems(t, conn)
+	stop()
+	streamtest.Exec(t, conn, `TRUNCATE items_2024`)
+	streamtest.Exec(t, conn, `INSERT INTO items (at, seller, rating) VALUES ('2024-03-01', 2, 4)`)
+	rec := &recorder{}
+	_, stop = startEngine(t, url, name, rec, itemsSource)
+	defer stop()
+	waitItems(t, conn)
+}
