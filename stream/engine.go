@@ -24,7 +24,12 @@ import (
 
 // EngineConfig is what the pipeline needs; zero durations take defaults.
 type EngineConfig struct {
+	// DatabaseURL is the source database: its tables, publication and slot.
 	DatabaseURL string
+	// StoreURL is where repstream's schema (state, delta log, row shadow,
+	// checkpoint) lives; empty means the source database. Another database
+	// leaves the source read-only but for the slot.
+	StoreURL    string
 	Slot        string
 	Publication string
 	// CreatePublication allows creating the publication when it is missing.
@@ -105,30 +110,59 @@ func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, e
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if cfg.StoreURL == "" {
+		cfg.StoreURL = cfg.DatabaseURL
+	}
+	pool, err := newPool(ctx, cfg.DatabaseURL, "database_url")
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, err
+	}
+	storePool := pool
+	if cfg.StoreURL != cfg.DatabaseURL {
+		if storePool, err = newPool(ctx, cfg.StoreURL, "store.database_url"); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(storePool)}
+	e.metrics = newEngineMetrics(e)
+	return e, nil
+}
+
+// newPool connects a pool; key names the configuration key of url in errors.
+func newPool(ctx context.Context, url, key string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &ConfigError{key, err.Error()}
 	}
 	pcfg.AfterConnect = RegisterTypes
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "repstream"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, fmt.Errorf("stream: %s: %w", key, err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
-		pool: pool, store: NewStore(pool)}
-	e.metrics = newEngineMetrics(e)
-	return e, nil
+	return pool, nil
 }
 
 // Store is the engine's durable store (its Log).
 func (e *Engine) Store() *Store { return e.store }
 
+// Slot looks up the replication slot on the source database.
+func (e *Engine) Slot(ctx context.Context) (cdc.Slot, bool, error) {
+	return cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+}
+
 // Rules are the compiled sources.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
-// Close releases the read pool; call it after Run returned.
-func (e *Engine) Close() { e.pool.Close() }
+// Close releases the pools; call it after Run returned.
+func (e *Engine) Close() {
+	if sp := e.store.Pool(); sp != e.pool {
+		sp.Close()
+	}
+	e.pool.Close()
+}
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
@@ -169,7 +203,7 @@ func (e *Engine) Status() EngineStatus {
 
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
-	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
+	if err := migrations.Up(e.cfg.StoreURL); err != nil {
 		return &FatalError{err}
 	}
 	return nil
@@ -282,7 +316,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.AsyncCommit)
+	w, err := newWriter(ctx, e.cfg.StoreURL, e.cfg.AsyncCommit)
 	if err != nil {
 		return err
 	}
@@ -723,7 +757,8 @@ func (e *Engine) flushLoop(ctx context.Context, d *durable) {
 			continue
 		}
 		var flush LSN
-		if err := e.pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
+		// The store's commits wait for the store server's flush.
+		if err := e.store.Pool().QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
 			continue // the session is ending, or will
 		}
 		d.flushed(flush)

@@ -2,8 +2,10 @@ package stream_test
 
 import (
 	"context"
+	neturl "net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -70,4 +72,31 @@ func gauges(t *testing.T, g prometheus.Gatherer, name string) []float64 {
 		}
 	}
 	return out
+}
+
+// Readiness answers at once, not ready and saying why, when the database
+// stops answering (connections black-holed, not closed).
+func TestReadinessAnswersWhenTheDatabaseDoesNot(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := streamtest.NewProxy(t, u.Host)
+	e, stop := startEngine(t, proxy.URL(t, url), name, &recorder{})
+	defer stop()
+	defer proxy.Thaw() // before stop: the engine's last status goes through
+	proxy.Freeze()
+	done := make(chan error, 1)
+	go func() { done <- e.Readiness(context.Background()) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "does not answer") {
+			t.Fatalf("readiness with the database black-holed = %v, want 'does not answer'", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("readiness hangs while the database does not answer")
+	}
 }
