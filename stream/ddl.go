@@ -179,7 +179,7 @@ func (g *guard) stop(ctx context.Context, r *Rule, p Problem) error {
 	_, was := g.stopped[r.ID]
 	g.mu.Unlock()
 	if !was {
-		err := pgx.BeginFunc(ctx, g.e.pool, func(tx pgx.Tx) error {
+		err := pgx.BeginFunc(ctx, g.e.store.Pool(), func(tx pgx.Tx) error {
 			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
 				return err
 			}
