@@ -2,6 +2,8 @@ package stream_test
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -75,6 +77,8 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 			`ALTER TABLE reviews RENAME COLUMN stars TO rating`},
 		{"rename subject column", `ALTER TABLE reviews RENAME COLUMN seller_id TO seller`, "source_column_missing",
 			`ALTER TABLE reviews RENAME COLUMN seller TO seller_id`},
+		// The key is read from the catalog: a renamed key reloads by itself.
+		{"rename key column", `ALTER TABLE reviews RENAME COLUMN id TO review_id`, "", ""},
 		{"drop where column cascade", `ALTER TABLE reviews DROP COLUMN status CASCADE`, "source_column_missing",
 			`ALTER TABLE reviews ADD COLUMN status text NOT NULL DEFAULT 'published'; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
 		{"rename table", `ALTER TABLE reviews RENAME TO reviews_old`, "source_table_renamed",
@@ -99,9 +103,9 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 
 			streamtest.Exec(t, conn, pub(c.ddl))
 			if c.code == "" {
-				// A type change: values counted before were read as the old
-				// type; the service reloads by itself.
-				streamtest.Exec(t, conn, `UPDATE reviews SET seller_id = 9 WHERE id % 5 = 0`)
+				// A type change, or a new key: what was counted was read by
+				// the old one; the service reloads by itself.
+				streamtest.Exec(t, conn, `UPDATE reviews SET seller_id = 9 WHERE rating > 3`)
 				deadline := time.Now().Add(20 * time.Second)
 				for {
 					rec.mu.Lock()
@@ -190,4 +194,50 @@ func TestHarmlessDDLChangesNothing(t *testing.T) {
 	if len(rec.resets) != 1 || e.Status().Restarts != 0 {
 		t.Fatalf("%d resets, %d restarts after harmless DDL; want 1 and 0", len(rec.resets), e.Status().Restarts)
 	}
+}
+
+// TestSchemaBrokenAtRestart: a column renamed while repstream was stopped
+// keeps it up and not ready with the fix (it does not exit), and once the
+// column is back it derives exactly.
+func TestSchemaBrokenAtRestart(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5), (2, 3)`)
+	_, stop := startEngine(t, url, name, &recorder{}, fastSchemaCheck)
+	streamtest.WaitConverged(t, conn, 20*time.Second)
+	stop()
+	streamtest.Exec(t, conn, `ALTER TABLE reviews RENAME COLUMN rating TO stars`)
+	streamtest.Exec(t, conn, `UPDATE reviews SET stars = 1 WHERE id = 1`)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cfg := stream.EngineConfig{DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
+		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
+		Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond, SchemaCheck: 100 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))}
+	e, err := stream.NewEngine(ctx, cfg, &recorder{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		e.Close()
+	}()
+	p := waitProblem(t, e, "source_column_missing", "public.reviews")
+	if !strings.Contains(p.Fix, "RENAME COLUMN") {
+		t.Fatalf("fix: %s", p.Fix)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the engine exited: %v", err)
+	default:
+	}
+	streamtest.Exec(t, conn, `ALTER TABLE reviews RENAME COLUMN stars TO rating`)
+	waitReady(t, e)
+	streamtest.WaitConverged(t, conn, 30*time.Second)
 }
