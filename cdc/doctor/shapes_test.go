@@ -55,3 +55,17 @@ func TestTableShapes(t *testing.T) {
 	expect(t, rep, "publication.via_root:public.parts", doctor.OK)
 	expect(t, rep, "publication.table:public.parts", doctor.OK)
 }
+
+// A source serve stopped while running (its table changed under it) is
+// named in the epoch finding: the next start reloads it.
+func TestStoppedSourceEpoch(t *testing.T) {
+	dbURL, _ := newDB(t)
+	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	writeMeta(t, dbURL, "slot1", prior)
+	sqlExec(t, dbURL, `UPDATE repstream.meta SET sources_hash = 'stopped:source_column_missing:public.reviews'`)
+	rep := doctor.Run(ctx(t), input(dbURL))
+	ch := expect(t, rep, "epoch", doctor.Warn)
+	if !strings.Contains(ch.Message, "a source stopped while serving (source_column_missing:public.reviews") {
+		t.Errorf("epoch: %s", ch.Message)
+	}
+}
