@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -283,6 +284,43 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 		return nil
 	}
 	return e
+}
+
+// CoversIdentity reports whether publication p's column list for t covers
+// key, the columns Postgres logs as a row's identity (every column when
+// t.AllColumns). When it does not, Postgres rejects the application's
+// UPDATE and DELETE on t. A table p does not hold is not its concern.
+func CoversIdentity(p Publication, t Table, key []string) bool {
+	pt, ok := p.Tables[t.String()]
+	if !ok || pt.AllColumns {
+		return true
+	}
+	if t.AllColumns {
+		return false
+	}
+	for _, c := range key {
+		if !slices.Contains(pt.Columns, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// RepublishTable drops t from publication name and adds it back, in one
+// transaction, with the columns needed now (its key first), or without a
+// column list when t.AllColumns.
+func RepublishTable(ctx context.Context, q Querier, name string, t Table, key []string) error {
+	as := t.Qualified()
+	if !t.AllColumns {
+		as += " (" + columnList(t.Columns, key) + ")"
+	}
+	// Without arguments the two statements go as one simple query: one transaction.
+	_, err := q.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %s ADD TABLE %s",
+		quoteIdent(name), t.Qualified(), quoteIdent(name), as))
+	if err != nil {
+		return fmt.Errorf("cdc: publish %s again in %s: %w", t, name, err)
+	}
+	return nil
 }
 
 // CreatePublication runs PublicationDDL.

@@ -398,6 +398,7 @@ func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape) err
 	ok := true
 	for i, s := range shapes {
 		if perr := cdc.CheckPublication(e.cfg.Publication, pub, tables[i:i+1], keys); perr != nil {
+			e.keepAppWrites(ctx, pub, tables[i], cur[i].key)
 			p, _ := e.startProblem(perr)
 			if err := g.stop(ctx, s.rule, p); err != nil {
 				return err
@@ -415,6 +416,23 @@ func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape) err
 		return errReload
 	}
 	return nil
+}
+
+// keepAppWrites publishes a table again when the publication's column list
+// no longer covers its replica identity (its key changed, or it became
+// FULL): Postgres rejects the application's UPDATE and DELETE until then.
+// Only when repstream may manage the publication (create_publication).
+func (e *Engine) keepAppWrites(ctx context.Context, pub cdc.Publication, t cdc.Table, key []string) {
+	if !e.cfg.CreatePublication || cdc.CoversIdentity(pub, t, key) {
+		return
+	}
+	if err := cdc.RepublishTable(ctx, e.pool, e.cfg.Publication, t, key); err != nil {
+		e.log.Error("the publication's column list no longer covers the replica identity of a source table: Postgres rejects the application's UPDATE and DELETE on it, and repstream could not fix the list",
+			"table", t.String(), "err", err)
+		return
+	}
+	e.log.Warn("published a source table again with the columns its replica identity needs now, so the application's UPDATE and DELETE are accepted; repstream reloads under a new epoch",
+		"table", t.String(), "key", key)
 }
 
 // renamedTables reports a source table that is missing under its name but

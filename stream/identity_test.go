@@ -171,3 +171,35 @@ func TestDeferrableKeyNeedsFull(t *testing.T) {
 		t.Fatalf("got %v, want a refusal with the fix", err)
 	}
 }
+
+// TestKeyChangeKeepsAppWrites: under the publication repstream created, a
+// new primary key outside its column list would make Postgres reject the
+// application's UPDATE; repstream publishes the table again with the new
+// key, and reloads.
+func TestKeyChangeKeepsAppWrites(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, `CREATE TABLE items (id int PRIMARY KEY, code int NOT NULL, seller int, rating int);
+INSERT INTO items VALUES (1, 10, 1, 5), (2, 20, 1, 3)`)
+	rec := &recorder{}
+	e, stop := startEngine(t, url, name, rec, itemsSource)
+	defer stop()
+	waitItems(t, conn)
+	streamtest.Exec(t, conn, `ALTER TABLE items DROP CONSTRAINT items_pkey, ADD PRIMARY KEY (code)`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := conn.Exec(context.Background(), `UPDATE items SET rating = 4 WHERE code = 10`)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the application's UPDATE is still rejected: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	streamtest.Exec(t, conn, `UPDATE items SET id = 8 WHERE code = 20`)
+	streamtest.Exec(t, conn, `DELETE FROM items WHERE code = 10`)
+	waitProblemOrReset(t, e, rec, 2)
+	waitReady(t, e)
+	waitItems(t, conn)
+}
