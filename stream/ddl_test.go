@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
 
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream"
@@ -90,6 +91,9 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			// The engine's goroutines, the schema watch among them, end with it.
+			running := goleak.IgnoreCurrent()
+			t.Cleanup(func() { goleak.VerifyNone(t, running) })
 			url, name := localpg.NewDatabase(t)
 			conn := streamtest.Connect(t, url)
 			streamtest.Exec(t, conn, streamtest.Schema)
