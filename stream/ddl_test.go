@@ -84,6 +84,10 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 			`ALTER TABLE reviews ADD COLUMN status text NOT NULL DEFAULT 'published'; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
 		{"rename table", `ALTER TABLE reviews RENAME TO reviews_old`, "source_table_renamed",
 			`ALTER TABLE reviews_old RENAME TO reviews`},
+		{"drop table", `DROP TABLE reviews`, "source_table_missing",
+			`CREATE TABLE reviews (id bigserial PRIMARY KEY, seller_id int, rating numeric(3,1), status text NOT NULL DEFAULT 'published', body text);
+			 INSERT INTO reviews (seller_id, rating) VALUES (1, 4), (2, 5), (3, 1);
+			 ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
 		{"drop table from publication", `ALTER PUBLICATION %PUB% DROP TABLE reviews`, "source_unpublished",
 			`ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
 		{"score type rounds", `BEGIN; ALTER PUBLICATION %PUB% DROP TABLE reviews; ALTER TABLE reviews ALTER COLUMN rating TYPE int; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status); COMMIT`,
@@ -131,11 +135,13 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 			p := waitProblem(t, e, c.code, "public.reviews")
 			t.Logf("reported: %s", p)
 			// While stopped, the source folds nothing; the others go on.
-			table := "reviews"
-			if c.code == "source_table_renamed" {
-				table = "reviews_old"
+			switch c.code {
+			case "source_table_renamed":
+				streamtest.Exec(t, conn, `DELETE FROM reviews_old WHERE id % 3 = 0`)
+			case "source_table_missing":
+			default:
+				streamtest.Exec(t, conn, `DELETE FROM reviews WHERE id % 3 = 0`)
 			}
-			streamtest.Exec(t, conn, `DELETE FROM `+table+` WHERE id % 3 = 0`)
 			streamtest.Exec(t, conn, `INSERT INTO ratings VALUES (7, 1000, 9)`)
 			deadline := time.Now().Add(20 * time.Second)
 			for derivedNow(t, conn)["user:7"].Count == before["user:7"].Count {

@@ -203,3 +203,34 @@ INSERT INTO items VALUES (1, 10, 1, 5), (2, 20, 1, 3)`)
 	waitReady(t, e)
 	waitItems(t, conn)
 }
+
+// TestFullIdentityLaterKeepsAppWrites: a source switched to REPLICA
+// IDENTITY FULL under the publication repstream created (a column list)
+// would have the application's UPDATE rejected; repstream publishes it
+// again without a column list, and reloads.
+func TestFullIdentityLaterKeepsAppWrites(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, `CREATE TABLE items (id int PRIMARY KEY, seller int, rating int, note text);
+INSERT INTO items VALUES (1, 1, 5, 'a'), (2, 1, 3, 'b')`)
+	rec := &recorder{}
+	e, stop := startEngine(t, url, name, rec, itemsSource)
+	defer stop()
+	waitItems(t, conn)
+	streamtest.Exec(t, conn, `ALTER TABLE items REPLICA IDENTITY FULL`)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := conn.Exec(context.Background(), `UPDATE items SET rating = 4 WHERE id = 1`)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the application's UPDATE is still rejected: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	streamtest.Exec(t, conn, `DELETE FROM items WHERE id = 2`)
+	waitProblemOrReset(t, e, rec, 2)
+	waitReady(t, e)
+	waitItems(t, conn)
+}
