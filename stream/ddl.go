@@ -304,18 +304,18 @@ func (e *Engine) startProblem(err error) (p Problem, ok bool) {
 	switch {
 	case errors.As(err, &ce):
 		p = Problem{Code: "source_schema", Reason: ce.Error(), Fix: "the statement in the reason, or fix " + ce.Key + " in the configuration and restart"}
-		table := "the table"
+		table, name := "the table", "<name>"
 		if m := sourceKeyRE.FindStringSubmatch(ce.Key); m != nil {
 			if i, _ := strconv.Atoi(m[1]); i < len(e.rules) {
 				p.Source = e.rules[i].Table()
-				table = e.rules[i].QuotedTable()
+				table, name = e.rules[i].QuotedTable(), quoteIdent(e.rules[i].Name)
 			}
 		}
 		switch {
 		case strings.Contains(ce.Msg, "does not exist") && strings.HasSuffix(ce.Key, ".table"):
 			p.Code = "source_table_missing"
 			p.Fix = fmt.Sprintf("restore table %s (ALTER TABLE <new name> RENAME TO %s, if it was renamed), or fix %s in the configuration and restart; repstream then reloads under a new epoch",
-				p.Source, table, ce.Key)
+				p.Source, name, ce.Key)
 		case strings.Contains(ce.Msg, "column") && !strings.HasSuffix(ce.Key, ".table"):
 			p.Code = "source_column_missing"
 			p.Fix = fmt.Sprintf("restore the column in %s (ALTER TABLE %s RENAME COLUMN <new name> TO <the name configured>, if it was renamed), or change %s (subject, score, where) to the table's columns and restart; repstream then reloads under a new epoch",
@@ -375,6 +375,11 @@ func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape) err
 	if p, ok := e.startProblem(err); ok {
 		// A table or column is gone: stop that source until it is back.
 		for _, s := range shapes {
+			if p.Source == s.rule.Table() && p.Code == "source_column_missing" {
+				if fix, ok := e.columnFix(ctx, s); ok {
+					p.Fix = fix
+				}
+			}
 			if p.Source == s.rule.Table() || p.Source == "" {
 				if err := g.stop(ctx, s.rule, p); err != nil {
 					return err
@@ -433,6 +438,37 @@ func (e *Engine) keepAppWrites(ctx context.Context, pub cdc.Publication, t cdc.T
 	}
 	e.log.Warn("published a source table again with the columns its replica identity needs now, so the application's UPDATE and DELETE are accepted; repstream reloads under a new epoch",
 		"table", t.String(), "key", key)
+}
+
+// columnFix is the exact SQL that brings back the columns a source reads:
+// a column renamed is found at its old position, one dropped is added again
+// with its type (its old values are gone, hence the reload).
+func (e *Engine) columnFix(ctx context.Context, s *shape) (string, bool) {
+	cur, err := cdc.LookupTable(ctx, e.pool, s.table())
+	if err != nil || !cur.Exists {
+		return "", false
+	}
+	q := s.rule.QuotedTable()
+	var stmts []string
+	for _, c := range s.used() {
+		if slices.Contains(cur.Columns, c) {
+			continue
+		}
+		if j := slices.Index(s.info.Columns, c); j >= 0 && j < len(cur.Columns) && !slices.Contains(s.info.Columns, cur.Columns[j]) {
+			stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s RENAME COLUMN %s TO %s;", q, quoteIdent(cur.Columns[j]), quoteIdent(c)))
+			continue
+		}
+		ct, _ := s.info.TypeOf(c)
+		var typ string
+		if err := e.pool.QueryRow(ctx, `SELECT format_type($1, $2)`, ct.OID, ct.Mod).Scan(&typ); err != nil {
+			return "", false
+		}
+		stmts = append(stmts, fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s;", q, quoteIdent(c), typ))
+	}
+	if len(stmts) == 0 {
+		return "", false
+	}
+	return strings.Join(stmts, " ") + fmt.Sprintf(" -- or change sources[%d] (subject, score, where) to the table's columns and restart; either way repstream reloads under a new epoch", s.index), true
 }
 
 // renamedTables reports a source table that is missing under its name but

@@ -73,25 +73,27 @@ func derivedNow(t *testing.T, conn *pgx.Conn) map[string]streamtest.Fig {
 func TestDDLStopsTheSourceLoudly(t *testing.T) {
 	cases := []struct {
 		name, ddl, code, fix string
+		want                 string // in the problem's fix
 	}{
 		{"rename score column", `ALTER TABLE reviews RENAME COLUMN rating TO stars`, "source_column_missing",
-			`ALTER TABLE reviews RENAME COLUMN stars TO rating`},
+			`ALTER TABLE reviews RENAME COLUMN stars TO rating`, `ALTER TABLE "public"."reviews" RENAME COLUMN "stars" TO "rating";`},
 		{"rename subject column", `ALTER TABLE reviews RENAME COLUMN seller_id TO seller`, "source_column_missing",
-			`ALTER TABLE reviews RENAME COLUMN seller TO seller_id`},
+			`ALTER TABLE reviews RENAME COLUMN seller TO seller_id`, `ALTER TABLE "public"."reviews" RENAME COLUMN "seller" TO "seller_id";`},
 		// The key is read from the catalog: a renamed key reloads by itself.
-		{"rename key column", `ALTER TABLE reviews RENAME COLUMN id TO review_id`, "", ""},
+		{"rename key column", `ALTER TABLE reviews RENAME COLUMN id TO review_id`, "", "", ""},
 		{"drop where column cascade", `ALTER TABLE reviews DROP COLUMN status CASCADE`, "source_column_missing",
-			`ALTER TABLE reviews ADD COLUMN status text NOT NULL DEFAULT 'published'; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
+			`ALTER TABLE reviews ADD COLUMN status text NOT NULL DEFAULT 'published'; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`,
+			`ALTER TABLE "public"."reviews" ADD COLUMN "status" text;`},
 		{"rename table", `ALTER TABLE reviews RENAME TO reviews_old`, "source_table_renamed",
-			`ALTER TABLE reviews_old RENAME TO reviews`},
+			`ALTER TABLE reviews_old RENAME TO reviews`, `ALTER TABLE "public"."reviews_old" RENAME TO "reviews"`},
 		{"drop table", `DROP TABLE reviews`, "source_table_missing",
 			`CREATE TABLE reviews (id bigserial PRIMARY KEY, seller_id int, rating numeric(3,1), status text NOT NULL DEFAULT 'published', body text);
 			 INSERT INTO reviews (seller_id, rating) VALUES (1, 4), (2, 5), (3, 1);
-			 ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
+			 ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`, "restore table public.reviews"},
 		{"drop table from publication", `ALTER PUBLICATION %PUB% DROP TABLE reviews`, "source_unpublished",
-			`ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`},
+			`ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status)`, `ADD TABLE "public"."reviews" ("id", "rating", "seller_id", "status");`},
 		{"score type rounds", `BEGIN; ALTER PUBLICATION %PUB% DROP TABLE reviews; ALTER TABLE reviews ALTER COLUMN rating TYPE int; ALTER PUBLICATION %PUB% ADD TABLE reviews (id, rating, seller_id, status); COMMIT`,
-			"", ""},
+			"", "", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -133,6 +135,13 @@ func TestDDLStopsTheSourceLoudly(t *testing.T) {
 			}
 			before := derivedNow(t, conn)
 			p := waitProblem(t, e, c.code, "public.reviews")
+			for !strings.Contains(p.Fix, c.want) { // the schema check may refine the stream's finding
+				if time.Since(p.Since) > 10*time.Second {
+					t.Fatalf("fix %q lacks %q", p.Fix, c.want)
+				}
+				time.Sleep(20 * time.Millisecond)
+				p = waitProblem(t, e, c.code, "public.reviews")
+			}
 			t.Logf("reported: %s", p)
 			// While stopped, the source folds nothing; the others go on.
 			switch c.code {
