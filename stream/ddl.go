@@ -350,13 +350,17 @@ func (e *Engine) watchSchema(ctx context.Context, g *guard, shapes []*shape, end
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	leaves := make([]string, len(shapes))
+	for i, s := range shapes {
+		leaves[i] = s.info.Leaves
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if err := e.checkSchema(ctx, g, shapes); err != nil {
+		if err := e.checkSchema(ctx, g, shapes, leaves); err != nil {
 			if errors.Is(err, errReload) {
 				end(errReload)
 				return
@@ -370,7 +374,9 @@ func (e *Engine) watchSchema(ctx context.Context, g *guard, shapes []*shape, end
 
 // checkSchema is one pass of watchSchema; it returns errReload when the
 // session should end and reload.
-func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape) error {
+// leaves are the partitions each source is derived with: the session's,
+// plus new empty ones accepted since.
+func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape, leaves []string) error {
 	cur, err := e.inspect(ctx)
 	if p, ok := e.startProblem(err); ok {
 		// A table or column is gone: stop that source until it is back.
@@ -411,7 +417,14 @@ func (e *Engine) checkSchema(ctx context.Context, g *guard, shapes []*shape) err
 			ok = false
 			continue
 		}
-		if p := diffShape(s, cur[i]); p != nil {
+		if cur[i].info.Leaves != leaves[i] {
+			if err := e.newEmptyPartitions(ctx, shapes, leaves, i, cur[i].info.Leaves); err != nil {
+				return err
+			}
+		}
+		base := *s
+		base.info.Leaves = leaves[i]
+		if p := diffShape(&base, cur[i]); p != nil {
 			if err := g.stop(ctx, s.rule, *p); err != nil {
 				return err
 			}
@@ -469,6 +482,55 @@ func (e *Engine) columnFix(ctx context.Context, s *shape) (string, bool) {
 		return "", false
 	}
 	return strings.Join(stmts, " ") + fmt.Sprintf(" -- or change sources[%d] (subject, score, where) to the table's columns and restart; either way repstream reloads under a new epoch", s.index), true
+}
+
+// newEmptyPartitions accepts partitions added to source i that hold no
+// data (CREATE TABLE … PARTITION OF, a partition created ahead of time):
+// nothing of theirs was missed, so they need no reload. The stored digest
+// follows, so a restart does not reload for them either.
+func (e *Engine) newEmptyPartitions(ctx context.Context, shapes []*shape, leaves []string, i int, now string) error {
+	was := strings.Split(leaves[i], ",")
+	var added []string
+	for _, l := range strings.Split(now, ",") {
+		if l != "" && !slices.Contains(was, l) {
+			added = append(added, l)
+		}
+	}
+	for _, l := range was {
+		if l != "" && !slices.Contains(strings.Split(now, ","), l) {
+			return nil // a partition left, or its storage changed (TRUNCATE): reload
+		}
+	}
+	for _, l := range added {
+		oid, _, _ := strings.Cut(l, ":")
+		var size int64
+		if err := e.pool.QueryRow(ctx, `SELECT pg_relation_size($1::oid)`, oid).Scan(&size); err != nil {
+			return fmt.Errorf("stream: size of a new partition: %w", err)
+		}
+		if size != 0 {
+			return nil // it may hold rows the stream never carried: reload
+		}
+	}
+	old := e.hash + "/" + digestWith(shapes, leaves)
+	leaves[i] = now
+	_, err := e.store.Pool().Exec(ctx, `UPDATE repstream.meta SET sources_hash = $1 WHERE sources_hash = $2`,
+		e.hash+"/"+digestWith(shapes, leaves), old)
+	if err != nil {
+		return fmt.Errorf("stream: record a new partition: %w", err)
+	}
+	e.log.Info("a source has new empty partitions; nothing to reload", "table", shapes[i].rule.Table(), "partitions", len(added))
+	return nil
+}
+
+// digestWith is shapeDigest with each source's partitions as in leaves.
+func digestWith(shapes []*shape, leaves []string) string {
+	cp := make([]*shape, len(shapes))
+	for i, s := range shapes {
+		c := *s
+		c.info.Leaves = leaves[i]
+		cp[i] = &c
+	}
+	return shapeDigest(cp)
 }
 
 // renamedTables reports a source table that is missing under its name but

@@ -93,3 +93,37 @@ func TestPartitionTruncatedWhileStopped(t *testing.T) {
 	defer stop()
 	waitItems(t, conn)
 }
+
+// TestNewEmptyPartitionNeedsNoReload: a partition created ahead of time
+// (empty) is taken on without a reload, now and at the next start; one
+// attached with rows reloads.
+func TestNewEmptyPartitionNeedsNoReload(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, partitioned)
+	rec := &recorder{}
+	e, stop := startEngine(t, url, name, rec, itemsSource)
+	waitItems(t, conn)
+	streamtest.Exec(t, conn, `CREATE TABLE items_2026 PARTITION OF items FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')`)
+	time.Sleep(500 * time.Millisecond) // several schema checks
+	streamtest.Exec(t, conn, `INSERT INTO items (at, seller, rating) VALUES ('2026-02-01', 1, 5), ('2026-03-01', 2, 2)`)
+	waitItems(t, conn)
+	waitReady(t, e)
+	rec.mu.Lock()
+	n := len(rec.resets)
+	rec.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d resets after a new empty partition, want 1 (no reload)", n)
+	}
+	stop()
+	rec2 := &recorder{}
+	_, stop = startEngine(t, url, name, rec2, itemsSource)
+	defer stop()
+	waitItems(t, conn)
+	rec2.mu.Lock()
+	reloaded := len(rec2.resets) == 1 && rec2.resets[0].Epoch != rec.resets[0].Epoch
+	rec2.mu.Unlock()
+	if reloaded {
+		t.Fatal("the restart reloaded for the new empty partition")
+	}
+}
