@@ -9,11 +9,11 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -23,7 +23,12 @@ import (
 
 // EngineConfig is what the pipeline needs; zero durations take defaults.
 type EngineConfig struct {
+	// DatabaseURL is the source database: its tables, publication and slot.
 	DatabaseURL string
+	// StoreURL is where repstream's schema (state, delta log, row shadow,
+	// checkpoint) lives; empty means the source database. Another database
+	// leaves the source read-only but for the slot.
+	StoreURL    string
 	Slot        string
 	Publication string
 	// CreatePublication allows creating the publication when it is missing.
@@ -44,7 +49,10 @@ type EngineConfig struct {
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
 	Applier   ApplierConfig
-	Logger    *slog.Logger
+	// SchemaCheck is how often the source tables' catalog is compared with
+	// what the session derives them by (zero: 5s).
+	SchemaCheck time.Duration
+	Logger      *slog.Logger
 }
 
 // Engine runs the pipeline: replication → fold → store → publisher. It
@@ -101,30 +109,59 @@ func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, e
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if cfg.StoreURL == "" {
+		cfg.StoreURL = cfg.DatabaseURL
+	}
+	pool, err := newPool(ctx, cfg.DatabaseURL, "database_url")
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, err
+	}
+	storePool := pool
+	if cfg.StoreURL != cfg.DatabaseURL {
+		if storePool, err = newPool(ctx, cfg.StoreURL, "store.database_url"); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(storePool)}
+	e.metrics = newEngineMetrics(e)
+	return e, nil
+}
+
+// newPool connects a pool; key names the configuration key of url in errors.
+func newPool(ctx context.Context, url, key string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &ConfigError{key, err.Error()}
 	}
 	pcfg.AfterConnect = RegisterTypes
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "repstream"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, fmt.Errorf("stream: %s: %w", key, err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
-		pool: pool, store: NewStore(pool)}
-	e.metrics = newEngineMetrics(e)
-	return e, nil
+	return pool, nil
 }
 
 // Store is the engine's durable store (its Log).
 func (e *Engine) Store() *Store { return e.store }
 
+// Slot looks up the replication slot on the source database.
+func (e *Engine) Slot(ctx context.Context) (cdc.Slot, bool, error) {
+	return cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+}
+
 // Rules are the compiled sources.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
-// Close releases the read pool; call it after Run returned.
-func (e *Engine) Close() { e.pool.Close() }
+// Close releases the pools; call it after Run returned.
+func (e *Engine) Close() {
+	if sp := e.store.Pool(); sp != e.pool {
+		sp.Close()
+	}
+	e.pool.Close()
+}
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
@@ -165,7 +202,7 @@ func (e *Engine) Status() EngineStatus {
 
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
-	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
+	if err := migrations.Up(e.cfg.StoreURL); err != nil {
 		return &FatalError{err}
 	}
 	return nil
@@ -194,12 +231,21 @@ func (e *Engine) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errReload) {
+			e.log.Warn("a stopped source is servable again: reloading under a new epoch")
+			first, attempt = false, 0
+			continue
+		}
 		e.restarts.Add(1)
 		var fe *FatalError
 		var ce *ConfigError
 		var pe *cdc.PublicationError
 		if first && (errors.As(err, &fe) || errors.As(err, &ce) || errors.As(err, &pe)) {
-			return err
+			// A derived state exists: a table changed under it. Stay up and
+			// say so until it is fixed, rather than exit.
+			if _, merr := e.store.Meta(ctx); errors.As(err, &fe) || merr != nil {
+				return err
+			}
 		}
 		first = false
 		if time.Since(started) > time.Minute {
@@ -228,49 +274,6 @@ func backoff(attempt int) time.Duration {
 	return time.Duration(mrand.Int64N(int64(ceil))) + 50*time.Millisecond
 }
 
-// tables checks the source tables and returns them with their primary keys
-// and the columns a publication must list besides the needed ones.
-func (e *Engine) tables(ctx context.Context) (tables []cdc.Table, keys, pubCols map[string][]string, err error) {
-	keys, pubCols = map[string][]string{}, map[string][]string{}
-	for i, r := range e.rules {
-		t := cdc.Table{Schema: r.Schema, Name: r.Name, Columns: r.Columns}
-		info, err := cdc.LookupTable(ctx, e.pool, t)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		key := fmt.Sprintf("sources[%d]", i)
-		if !info.Exists {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s does not exist in this database", t)}
-		}
-		if len(info.Key) == 0 {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has no primary key; repstream needs one to follow updates and deletes (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified())}
-		}
-		if info.ReplicaIdentity == 'n' {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING; updates and deletes cannot be followed (ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, t.Qualified())}
-		}
-		have := map[string]bool{}
-		for _, c := range info.Columns {
-			have[c] = true
-		}
-		for _, c := range r.Columns {
-			if !have[c] {
-				return nil, nil, nil, &ConfigError{key, fmt.Sprintf("column %q does not exist in %s (columns: %v)", c, t, info.Columns)}
-			}
-		}
-		keys[t.String()] = info.Key
-		tables = append(tables, t)
-		// A publication's column list must cover the replica identity, or
-		// Postgres rejects the application's UPDATE and DELETE: with FULL or
-		// USING INDEX identity, publish every column.
-		if info.ReplicaIdentity == 'f' || info.ReplicaIdentity == 'i' {
-			pubCols[t.String()] = info.Columns
-		} else {
-			pubCols[t.String()] = info.Key
-		}
-	}
-	return tables, keys, pubCols, nil
-}
-
 func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[string][]string) (cdc.Publication, error) {
 	p, err := cdc.LookupPublication(ctx, e.pool, e.cfg.Publication)
 	if err != nil {
@@ -290,14 +293,22 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 
 // session is one replication connection's life: bootstrap, then stream.
 func (e *Engine) session(ctx context.Context, first bool) error {
-	tables, keys, pubCols, err := e.tables(ctx)
+	shapes, err := e.inspect(ctx)
 	if err != nil {
-		return err
+		return e.refused(err)
+	}
+	tables, keys, pubCols := layout(shapes)
+	if err := e.resolveWhere(ctx); err != nil {
+		return e.refused(err)
 	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
+		return e.refused(err)
+	}
+	if err := e.members(ctx, shapes); err != nil {
 		return err
 	}
+	e.resolveSources()
 	rconn, err := cdc.ConnectReplication(ctx, e.cfg.DatabaseURL)
 	if err != nil {
 		return err
@@ -307,7 +318,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.AsyncCommit)
+	w, err := newWriter(ctx, e.cfg.StoreURL, e.cfg.AsyncCommit)
 	if err != nil {
 		return err
 	}
@@ -335,7 +346,11 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		reason = fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
 	case slotOK && slot.WALStatus == "lost":
 		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
-	case hash != e.hash:
+	case strings.HasPrefix(hash, stoppedHash):
+		reason = fmt.Sprintf("a source stopped (%s) and is servable again", strings.TrimPrefix(hash, stoppedHash))
+	case hash != e.hash+"/"+shapeDigest(shapes) && strings.HasPrefix(hash, e.hash+"/"):
+		reason = "a source table changed while repstream was stopped (its key, a column's type, its partitions or its publication membership)"
+	case hash != e.hash+"/"+shapeDigest(shapes):
 		reason = "the sources configuration changed"
 	}
 	if reason != "" {
@@ -345,7 +360,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.log.Info("initial load", "reason", reason)
 		}
 		old := meta
-		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
+		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK, e.hash+"/"+shapeDigest(shapes)); err != nil {
 			return err
 		}
 		e.metrics.newEpoch.Inc()
@@ -359,13 +374,22 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	e.mu.Lock()
 	e.meta = meta
 	e.mu.Unlock()
-	return e.stream(ctx, rconn, w, meta, keys)
+	return e.stream(ctx, rconn, w, meta, keys, shapes)
+}
+
+// refused reports a source the catalog refuses while it lasts, and returns err.
+func (e *Engine) refused(err error) error {
+	if p, ok := e.startProblem(err); ok {
+		e.Report(p)
+	}
+	return err
 }
 
 // load takes a consistent snapshot: the slot is created with an exported
 // snapshot, the tables are read as of it, and the state commits with the
 // slot's consistent point as checkpoint.
-func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool) (Meta, error) {
+// hash is the sources fingerprint and the shapes' digest the state is built with.
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool, hash string) (Meta, error) {
 	if slotExists {
 		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
 		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
@@ -377,9 +401,9 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	sconn, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
 	if err != nil {
-		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
@@ -392,7 +416,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
 		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
-	if err := w.reset(ctx, meta, e.hash); err != nil {
+	if err := w.reset(ctx, meta, hash); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
 	}
@@ -509,7 +533,7 @@ func newEpoch() string {
 }
 
 // stream runs the reader and the applier until either fails.
-func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string) error {
+func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string, shapes []*shape) error {
 	reader := cdc.NewReader(rconn, cdc.ReaderConfig{Slot: e.cfg.Slot, Publication: e.cfg.Publication,
 		StatusInterval: e.cfg.StatusInterval, Logger: e.log})
 	e.mu.Lock()
@@ -521,7 +545,8 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 		e.mu.Unlock()
 	}()
 	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, end := context.WithCancelCause(ctx)
+	cancel := func() { end(nil) }
 	defer cancel()
 	// The reader outlives a shutdown request until the last group is
 	// durable and confirmed, so its final status update carries it.
@@ -556,7 +581,17 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	wg.Add(1)
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
+	ap.watch(shapes, &guard{e: e})
+	wg.Add(1)
+	go func() { defer wg.Done(); e.watchSchema(ctx, ap.guard, shapes, end) }()
 	err := e.applyLoop(ctx, ap, events, reader.Release, readErr)
+	if errors.Is(context.Cause(ctx), errReload) {
+		err = errReload
+	}
+	if so := (*SumOverflowError)(nil); errors.As(err, &so) {
+		e.Report(Problem{Code: "sum_overflow", Reason: so.Error() + "; nothing from that transaction on is derived",
+			Fix: fmt.Sprintf("the subject holds more than %d ratings' worth of its scale's far end: narrow the scales that feed it, or score a column in larger units (a new configuration reloads)", int64(MaxSubjectRatings))})
+	}
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
 	e.stats = e.base
@@ -742,7 +777,8 @@ func (e *Engine) flushLoop(ctx context.Context, d *durable) {
 			continue
 		}
 		var flush LSN
-		if err := e.pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
+		// The store's commits wait for the store server's flush.
+		if err := e.store.Pool().QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
 			continue // the session is ending, or will
 		}
 		d.flushed(flush)

@@ -263,3 +263,24 @@ func TestMigrationsOwnedByAnotherRole(t *testing.T) {
 		t.Fatalf("doctor passes but serve's preflight fails: %v", err)
 	}
 }
+
+// Source tables in a schema the role has no USAGE on: SELECT on the table
+// is not enough, and the fix is the GRANT USAGE that, pasted, clears it.
+func TestSchemaWithoutUsage(t *testing.T) {
+	dbURL, name := newDB(t)
+	sqlExec(t, dbURL, `CREATE SCHEMA shop`, `CREATE TABLE shop.reviews (id bigint PRIMARY KEY, seller_id int, rating int, status text)`)
+	role := newRole(t, dbURL, name, "GRANT SELECT ON shop.reviews TO %s", "ALTER ROLE %s REPLICATION")
+	src := stream.Source{Table: "shop.reviews", Subject: "seller:{seller_id}", Score: "rating", Scale: []float64{1, 5}}
+	rep := doctor.Run(ctx(t), input(asRole(dbURL, role), src))
+	ch := expect(t, rep, "role.usage:shop.reviews", doctor.Fail)
+	want := fmt.Sprintf(`GRANT USAGE ON SCHEMA "shop" TO %s;`, pgx.Identifier{role}.Sanitize())
+	if ch.Fix != want {
+		t.Fatalf("fix %q, want %q", ch.Fix, want)
+	}
+	sqlExec(t, dbURL, want)
+	rep = doctor.Run(ctx(t), input(asRole(dbURL, role), src))
+	if ch, ok := rep.Find("role.usage:shop.reviews"); ok {
+		t.Fatalf("still %s after the fix: %s", ch.Status, ch.Message)
+	}
+	expect(t, rep, "role.select:shop.reviews", doctor.OK)
+}

@@ -11,7 +11,7 @@ import (
 // checkMigrations runs serve's own preflight (migrations.Inspect, which
 // only reads): what it finds missing, serve would fail on.
 func (r *run) checkMigrations(ctx context.Context) error {
-	st, err := migrations.Inspect(ctx, r.conn)
+	st, err := migrations.Inspect(ctx, r.store)
 	if err != nil {
 		return err
 	}

@@ -27,13 +27,13 @@ type meta struct {
 // A permission error is returned as is, for a warning.
 func (r *run) readMeta(ctx context.Context) (m meta, ok bool, err error) {
 	var exists bool
-	if err := r.conn.QueryRow(ctx, `SELECT to_regclass('repstream.meta') IS NOT NULL`).Scan(&exists); err != nil {
+	if err := r.store.QueryRow(ctx, `SELECT to_regclass('repstream.meta') IS NOT NULL`).Scan(&exists); err != nil {
 		return m, false, fmt.Errorf("look for repstream.meta: %w", err)
 	}
 	if !exists {
 		return m, false, nil
 	}
-	err = r.conn.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at FROM repstream.meta`).
+	err = r.store.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at FROM repstream.meta`).
 		Scan(&m.epoch, &m.slot, &m.systemID, &m.hash, &m.checkpoint, &m.loadedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
@@ -162,7 +162,9 @@ func (r *run) checkEpoch(ctx context.Context) (keep bool, err error) {
 		reason = fmt.Sprintf("slot %s is gone (dropped, or invalidated); changes since %s are lost to it", name, m.checkpoint)
 	case r.slot.WALStatus == "lost":
 		reason = fmt.Sprintf("slot %s lost required WAL", name)
-	case r.rules != nil && m.hash != stream.Fingerprint(r.rules, r.in.Prior):
+	case strings.HasPrefix(m.hash, "stopped:"):
+		reason = fmt.Sprintf("a source stopped while serving (%s: its table changed under it) and is reloaded once the catalog serves it again", strings.TrimPrefix(m.hash, "stopped:"))
+	case r.rules != nil && strings.Split(m.hash, "/")[0] != stream.Fingerprint(r.rules, r.in.Prior):
 		reason = "the sources configuration changed (or reputation's prior)"
 	}
 	if reason == "" {

@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/repstream/repstream/api"
-	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/hub"
 	"github.com/repstream/repstream/web"
@@ -193,7 +192,7 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	if ready != nil {
 		out["not_ready_reason"] = ready.Error()
 	}
-	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
+	if s, ok, err := e.Slot(ctx); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()
 		out["lag_bytes"] = s.LagBytes
 		out["retained_wal_bytes"] = s.RetainedBytes
@@ -214,7 +213,7 @@ func watch(ctx context.Context, e *stream.Engine, cfg *Config, log *slog.Logger)
 			return
 		case <-t.C:
 		}
-		s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), cfg.Slot)
+		s, ok, err := e.Slot(ctx)
 		if err != nil || !ok {
 			continue
 		}

@@ -88,6 +88,11 @@ func figures(ctx context.Context, conn *pgx.Conn, q string) (map[string]Fig, err
 	return out, rows.Err()
 }
 
+// Figures reads (subject, count, sum in millionths) rows of query q.
+func Figures(ctx context.Context, conn *pgx.Conn, q string) (map[string]Fig, error) {
+	return figures(ctx, conn, q)
+}
+
 // Truth recomputes every subject's figures from the source tables.
 func Truth(ctx context.Context, conn *pgx.Conn) (map[string]Fig, error) {
 	return figures(ctx, conn, recompute)
@@ -128,15 +133,35 @@ func Diff(truth, derived map[string]Fig) string {
 // WaitConverged waits until the derived state equals the SQL truth.
 func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 	t.Helper()
+	WaitConvergedIn(t, conn, conn, within)
+}
+
+// WaitConvergedIn waits until the derived state in store equals the SQL
+// truth over the source tables in src.
+func WaitConvergedIn(t testing.TB, src, store *pgx.Conn, within time.Duration) {
+	t.Helper()
+	waitConverged(t, src, store, recompute, within)
+}
+
+// WaitConvergedTo waits until the derived state equals what truth, a query
+// returning (subject, count, sum in millionths) per subject, recomputes from
+// a test's own source tables.
+func WaitConvergedTo(t testing.TB, conn *pgx.Conn, truth string, within time.Duration) {
+	t.Helper()
+	waitConverged(t, conn, conn, truth, within)
+}
+
+func waitConverged(t testing.TB, src, store *pgx.Conn, truthSQL string, within time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
 	last := ""
 	for {
-		truth, err := Truth(ctx, conn)
+		truth, err := figures(ctx, src, truthSQL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		derived, err := Derived(ctx, conn)
+		derived, err := Derived(ctx, store)
 		if err == nil {
 			if last = Diff(truth, derived); last == "" {
 				return
