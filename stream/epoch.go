@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -16,8 +17,10 @@ import (
 // finished, never churns the slot, and says why it cannot proceed.
 
 // epochReason says why the stored state cannot continue from the slot, or
-// "" when it can. Each reason is proven by what was read.
-func (e *Engine) epochReason(meta Meta, marks epochMarks, hasMeta bool, sys cdc.System, slot cdc.Slot, slotOK bool, shape string) string {
+// "" when it can. Each reason is proven by what was read. hash is the
+// sources hash the state must have been built with (configuration and
+// shapes' digest), shapeFP its shapeFingerprint.
+func (e *Engine) epochReason(meta Meta, marks epochMarks, hasMeta bool, sys cdc.System, slot cdc.Slot, slotOK bool, hash, shapeFP string) string {
 	switch {
 	case !hasMeta:
 		return "first start: loading existing rows from a snapshot"
@@ -40,9 +43,13 @@ func (e *Engine) epochReason(meta Meta, marks epochMarks, hasMeta bool, sys cdc.
 		// without storing them: ShapeHash nil.)
 		return fmt.Sprintf("replication slot %s was advanced or re-created behind repstream's back (confirmed_flush_lsn %s, stored checkpoint %s): the changes in between were skipped",
 			e.cfg.Slot, slot.ConfirmedFlushLSN, meta.Checkpoint)
-	case marks.SourcesHash != e.hash:
+	case strings.HasPrefix(marks.SourcesHash, stoppedHash):
+		return fmt.Sprintf("a source stopped (%s) and is servable again", strings.TrimPrefix(marks.SourcesHash, stoppedHash))
+	case marks.SourcesHash != hash && strings.HasPrefix(marks.SourcesHash, e.hash+"/"):
+		return "a source table changed while repstream was stopped (its key, a column's type, its partitions or its publication membership)"
+	case marks.SourcesHash != hash:
 		return "the sources configuration changed"
-	case marks.ShapeHash != nil && *marks.ShapeHash != shape:
+	case marks.ShapeHash != nil && *marks.ShapeHash != shapeFP:
 		return "a source table's identity, key columns, or the publication's row filter or publish_via_partition_root changed"
 	}
 	return ""
@@ -58,7 +65,7 @@ const (
 // reload checks that a load can succeed, durably marks it in progress, and
 // loads. A load that cannot succeed is reported and retried (with the
 // session's backoff) without touching the slot.
-func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, shape, reason string, hasMeta, slotExists bool) (Meta, error) {
+func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, hash, shapeFP, reason string, hasMeta, slotExists bool) (Meta, error) {
 	if err := e.preflight(ctx, tables, keys); err != nil {
 		return Meta{}, err
 	}
@@ -73,7 +80,7 @@ func (e *Engine) reload(ctx context.Context, rconn *pgconn.PgConn, w *writer, sy
 			return Meta{}, err
 		}
 	}
-	meta, err := e.load(ctx, rconn, w, sys, tables, keys, pub, shape, slotExists)
+	meta, err := e.load(ctx, rconn, w, sys, tables, keys, pub, slotExists, hash, shapeFP)
 	if err != nil {
 		if ctx.Err() == nil {
 			e.Report(Problem{Code: ProblemLoadFailed, Reason: "the snapshot load failed; nothing is streamed until it succeeds: " + err.Error(),

@@ -69,7 +69,7 @@ func runEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...fun
 	}
 }
 
-func waitReady(t *testing.T, e *stream.Engine, within time.Duration) {
+func waitReadyWithin(t *testing.T, e *stream.Engine, within time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -215,7 +215,7 @@ func TestLoadThatCannotSucceedNeverStreamsFromTheOldCheckpoint(t *testing.T) {
 		t.Fatal("loaded while repstream's own table is not writable")
 	}
 	streamtest.Exec(t, conn, fmt.Sprintf(`GRANT INSERT ON repstream.rows TO %q`, role))
-	waitReady(t, e, 60*time.Second)
+	waitReadyWithin(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 	if got := rec.epochs(); len(got) != 1 || got[0] == old || got[0] != storedEpoch(t, conn) {
 		t.Fatalf("resets %v, want one to a new epoch (old %s)", got, old)
@@ -258,7 +258,7 @@ CREATE TRIGGER fail BEFORE INSERT ON repstream.rows FOR EACH ROW EXECUTE FUNCTIO
 		t.Fatalf("problems %v, want %s", e.Problems(), stream.ProblemLoadFailed)
 	}
 	streamtest.Exec(t, conn, `DROP TRIGGER fail ON repstream.rows`)
-	waitReady(t, e, 60*time.Second)
+	waitReadyWithin(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 	if got := rec.epochs(); len(got) != 1 || got[0] == old {
 		t.Fatalf("resets %v, want one to a new epoch (old %s)", got, old)
@@ -377,7 +377,7 @@ GRANT SELECT (epoch, slot, system_id, timeline, checkpoint_lsn, log_from_lsn, lo
 		t.Fatalf("a read error started epoch %s (was %s)", got, old)
 	}
 	streamtest.Exec(t, conn, fmt.Sprintf(`GRANT SELECT ON repstream.meta TO %q`, role))
-	waitReady(t, e, 60*time.Second)
+	waitReadyWithin(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 	if got := rec.epochs(); len(got) != 1 || got[0] != old {
 		t.Fatalf("resets %v, want one to the same epoch %s", got, old)
@@ -451,7 +451,7 @@ func TestSecondEngineWaitsDuringALoad(t *testing.T) {
 	if a.Readiness(ctx) == nil {
 		t.Fatal("the first engine finished its load before the second started: seed more rows")
 	}
-	waitReady(t, a, 60*time.Second)
+	waitReadyWithin(t, a, 60*time.Second)
 	for b.Status().Restarts == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the second engine never tried the slot")
@@ -495,7 +495,7 @@ func TestRowLevelSecurityIsRefused(t *testing.T) {
 		t.Fatal("the slot was created for a load that cannot succeed")
 	}
 	streamtest.Exec(t, conn, fmt.Sprintf(`ALTER ROLE %q BYPASSRLS`, role))
-	waitReady(t, e, 60*time.Second)
+	waitReadyWithin(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 }
 
@@ -568,7 +568,7 @@ ALTER ROLE %[1]q SET search_path = repstream`, role))
 		t.Fatal("the slot was created for a load that cannot succeed")
 	}
 	streamtest.Exec(t, conn, fmt.Sprintf(`GRANT USAGE ON SCHEMA public TO %q`, role))
-	waitReady(t, e, 60*time.Second)
+	waitReadyWithin(t, e, 60*time.Second)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 }
 
@@ -583,8 +583,8 @@ func TestReadyWithoutReadAllStats(t *testing.T) {
 	streamtest.Exec(t, conn, fmt.Sprintf(`REVOKE pg_read_all_stats FROM %q`, role))
 	e, stop := runEngine(t, roleURL, name, &recorder{})
 	defer stop()
-	waitReady(t, e, 30*time.Second)
+	waitReadyWithin(t, e, 30*time.Second)
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
 	streamtest.WaitConverged(t, conn, 20*time.Second)
-	waitReady(t, e, 10*time.Second)
+	waitReadyWithin(t, e, 10*time.Second)
 }

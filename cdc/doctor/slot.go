@@ -177,7 +177,9 @@ func (r *run) checkEpoch(ctx context.Context) (keep bool, err error) {
 	case m.shapeKnown && r.slot.ConfirmedFlushLSN > checkpoint:
 		reason = fmt.Sprintf("slot %s was advanced or re-created behind repstream's back (confirmed_flush_lsn %s, checkpoint %s): the changes in between were skipped",
 			name, r.slot.ConfirmedFlushLSN, m.checkpoint)
-	case r.rules != nil && m.hash != stream.Fingerprint(r.rules, r.in.Prior):
+	case strings.HasPrefix(m.hash, "stopped:"):
+		reason = fmt.Sprintf("a source stopped while serving (%s: its table changed under it) and is reloaded once the catalog serves it again", strings.TrimPrefix(m.hash, "stopped:"))
+	case r.rules != nil && strings.Split(m.hash, "/")[0] != stream.Fingerprint(r.rules, r.in.Prior):
 		reason = "the sources configuration changed (or reputation's prior)"
 	}
 	if reason == "" {
