@@ -62,7 +62,10 @@ type ReaderConfig struct {
 	// StatusInterval is how often a standby status update is sent even when
 	// nothing happens; it must stay well below wal_sender_timeout.
 	StatusInterval time.Duration
-	Logger         *slog.Logger
+	// Started, if set, is called once the slot is held (START_REPLICATION
+	// succeeded), before any event is delivered.
+	Started func()
+	Logger  *slog.Logger
 }
 
 // Reader drives one replication connection: it is the only goroutine that
@@ -167,6 +170,9 @@ func (r *Reader) Run(ctx context.Context, start pglogrepl.LSN, out chan<- Event)
 		r.mu.Unlock()
 	}()
 	r.cfg.Logger.Info("replication started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "lsn", start.String())
+	if r.cfg.Started != nil {
+		r.cfg.Started()
+	}
 	ticker := time.NewTicker(r.cfg.StatusInterval)
 	defer ticker.Stop()
 	// One deadline context serves every receive until the next status update

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -20,7 +21,7 @@ func ConnectReplication(ctx context.Context, databaseURL string) (*pgconn.PgConn
 		return nil, fmt.Errorf("cdc: database_url: %w", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.RuntimeParams["application_name"] = "repstream"
+	cfg.RuntimeParams["application_name"] = ReplicationAppName()
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cdc: connect for replication: %w", err)
@@ -150,4 +151,16 @@ func SafeURL(databaseURL string) string {
 		u.User = url.UserPassword(u.User.Username(), "REDACTED")
 	}
 	return u.String()
+}
+
+// ReplicationAppName is the application_name of repstream's replication
+// connections: it names the host and process, so a standby (and a DBA)
+// can tell whom the slot belongs to.
+func ReplicationAppName() string {
+	host, _ := os.Hostname()
+	name := fmt.Sprintf("repstream %s pid %d", host, os.Getpid())
+	if len(name) > 63 { // NAMEDATALEN-1
+		name = name[:63]
+	}
+	return name
 }

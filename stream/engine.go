@@ -66,6 +66,10 @@ type Engine struct {
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
+	// announce: the next session that holds the slot publishes a Reset.
+	// Only the Run goroutine touches it.
+	announce bool
+	waiting  string // guarded by mu; the slot holder a standby waits for
 
 	metrics *engineMetrics
 }
@@ -138,6 +142,9 @@ type EngineStatus struct {
 	Hash     string
 	Slot     string
 	Pub      string
+	// WaitingFor names the process holding the slot while this node is a
+	// standby; empty when it holds the slot or is not waiting.
+	WaitingFor string
 }
 
 // Status reports positions and counters.
@@ -145,7 +152,8 @@ func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
-		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
+		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication,
+		WaitingFor: e.waiting}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
 	}
@@ -223,8 +231,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		wait := backoff(attempt)
 		switch {
 		case errors.Is(err, cdc.ErrSlotInUse):
-			e.log.Error("replication slot is held by another process; is another repstream running? retrying",
-				"slot", e.cfg.Slot, "err", err, "retry_in", wait)
+			// A standby: wait for the slot to be released, then take it
+			// at once. The slot is never dropped.
+			if e.awaitSlot(ctx) {
+				attempt = 0
+				continue
+			}
+			return nil
 		default:
 			e.log.Error("replication session ended; reconnecting", "err", err, "retry_in", wait)
 		}
@@ -234,6 +247,50 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// SlotPoll is how often a standby looks whether the slot was released.
+const SlotPoll = 200 * time.Millisecond
+
+// awaitSlot waits while another process holds the slot, saying whom it
+// waits for in the log and in Status. It returns false when ctx ended.
+func (e *Engine) awaitSlot(ctx context.Context) bool {
+	last := ""
+	for {
+		s, ok, err := cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				e.log.Warn("standby: cannot look up the replication slot; retrying", "slot", e.cfg.Slot, "err", err)
+			}
+		case !ok || !s.Active:
+			if last != "" {
+				e.log.Info("standby: the slot was released; taking over", "slot", e.cfg.Slot, "was_held_by", last)
+			}
+			return true
+		default:
+			who := fmt.Sprintf("PID %d", s.ActivePID)
+			if b, ok, err := cdc.LookupBackend(ctx, e.pool, s.ActivePID); err == nil && ok {
+				who = b.String()
+			}
+			if who != last {
+				e.log.Warn("standby: replication slot is held by another process; waiting to take over", "slot", e.cfg.Slot, "held_by", who)
+				last = who
+				e.setWaiting(who)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(SlotPoll):
+		}
+	}
+}
+
+func (e *Engine) setWaiting(who string) {
+	e.mu.Lock()
+	e.waiting = who
+	e.mu.Unlock()
 }
 
 // backoff is exponential with full jitter, capped at 30s.
@@ -366,9 +423,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		if hasMeta && old.SystemID == sys.ID {
 			e.dropOldSlot(ctx, old.Slot)
 		}
-		e.pub.Reset(meta)
+		e.announce = true
 	} else if first {
-		e.pub.Reset(meta)
+		e.announce = true
 	}
 	e.mu.Lock()
 	e.meta = meta
@@ -525,7 +582,15 @@ func newEpoch() string {
 // stream runs the reader and the applier until either fails.
 func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string) error {
 	reader := cdc.NewReader(rconn, cdc.ReaderConfig{Slot: e.cfg.Slot, Publication: e.cfg.Publication,
-		StatusInterval: e.cfg.StatusInterval, Logger: e.log})
+		StatusInterval: e.cfg.StatusInterval, Logger: e.log, Started: func() {
+			// Announced only once the slot is held: a standby waiting for
+			// it must not tell the serving nodes anything.
+			e.setWaiting("")
+			if e.announce {
+				e.announce = false
+				e.pub.Reset(meta)
+			}
+		}})
 	e.mu.Lock()
 	e.reader = reader
 	e.mu.Unlock()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -73,13 +74,14 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 
 	var bus hub.Bus
 	if cfg.Bus.RedisURL != "" {
-		opt, err := redis.ParseURL(cfg.Bus.RedisURL)
+		opt, err := cfg.redisOptions()
 		if err != nil {
-			return &stream.ConfigError{Key: "bus.redis_url", Msg: err.Error()}
+			return err
 		}
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
-		bus = &hub.RedisBus{Client: rdb, Logger: log}
+		bus = &hub.RedisBus{Client: rdb, Key: cfg.redisKey(), MaxLen: cfg.Bus.RedisMaxLen, Logger: log}
+		log.Info("cross-node bus", "redis", opt.Addr, "tls", opt.TLSConfig != nil, "key", cfg.redisKey(), "role", cmp.Or(cfg.Bus.Role, "both"))
 	}
 	auth, err := api.NewAuthenticator(cfg.Auth, log)
 	if err != nil {
@@ -87,8 +89,9 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	}
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
+		Follow:     hub.FollowConfig{Poll: cfg.Bus.PollInterval, Check: cfg.Bus.CheckInterval},
 		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
-		Ready:      engine.Ready,
+		Ready:      readiness(engine, bus != nil),
 		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
 	})
 	if err != nil {
@@ -132,10 +135,27 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	}
 	run("api", srv.Run)
 	if busPub != nil {
-		run("bus", busPub.Run)
+		// The bus publisher outlives the pipeline: the last group commits
+		// on the way out, and what is queued is sent within
+		// bus.drain_timeout after the pipeline stopped.
+		bctx, bstop := context.WithCancel(context.WithoutCancel(ctx))
+		defer bstop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := busPub.Run(bctx); err != nil {
+				errc <- fmt.Errorf("bus: %w", err)
+			}
+		}()
+		run("replication", func(ctx context.Context) error {
+			defer time.AfterFunc(cfg.Bus.DrainTimeout, bstop)
+			defer busPub.Close()
+			return engine.Run(ctx)
+		})
+	} else if replicate {
+		run("replication", engine.Run)
 	}
 	if replicate {
-		run("replication", engine.Run)
 		run("watch", func(ctx context.Context) error { watch(ctx, engine, cfg, log); return nil })
 	}
 	wg.Add(1)
@@ -167,6 +187,22 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	return errors.Join(errs...)
 }
 
+// readiness answers /readyz. A node fed by the bus serves from the store
+// and the bus whether or not it replicates (a standby, a serve node): it
+// is ready while the store answers. A single node is ready once
+// replication is connected and caught up.
+func readiness(e *stream.Engine, bus bool) func() bool {
+	if !bus {
+		return e.Ready
+	}
+	return func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := e.Store().Meta(ctx)
+		return err == nil
+	}
+}
+
 // statusOf is GET /v1/status: what a DBA or a dashboard needs to see.
 func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	st := e.Status()
@@ -185,6 +221,9 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 		"transactions_applied": st.Stats.Txns,
 		"replication_restarts": st.Restarts,
 		"deltas":               st.Stats.Deltas,
+	}
+	if st.WaitingFor != "" {
+		out["standby"] = map[string]any{"waiting_for": st.WaitingFor}
 	}
 	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()
