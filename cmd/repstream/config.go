@@ -127,6 +127,7 @@ var flagKeys = map[string]string{
 	"log-level":    "log.level",
 	"insecure":     "auth.insecure",
 	"redis-url":    "bus.redis_url",
+	"role":         "bus.role",
 }
 
 // loadConfig reads path (may be empty), the environment and the flags set on fs.

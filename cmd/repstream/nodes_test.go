@@ -443,4 +443,3 @@ func TestNodesStandbyTakeover(t *testing.T) {
 		t.Error("the takeover started a new epoch")
 	}
 }
-

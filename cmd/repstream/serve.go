@@ -34,6 +34,7 @@ func init() {
 		cmd.Flags().String("listen", "", "HTTP listen address (key listen)")
 		cmd.Flags().Bool("insecure", false, "development only: accept connections without a token (key auth.insecure)")
 		cmd.Flags().String("redis-url", "", "Redis URL of the cross-node bus (key bus.redis_url)")
+		cmd.Flags().String("role", "", "with a bus: both, replicate or serve (key bus.role)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadFor(cmd, *path)
 			if err != nil {
