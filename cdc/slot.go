@@ -153,14 +153,25 @@ func SafeURL(databaseURL string) string {
 	return u.String()
 }
 
-// ReplicationAppName is the application_name of repstream's replication
-// connections: it names the host and process, so a standby (and a DBA)
-// can tell whom the slot belongs to.
-func ReplicationAppName() string {
+// ProcessTag names this process, host and PID, in the application_name
+// of repstream's connections, so a standby (and a DBA) can tell whom a slot
+// belongs to, and a standby can end every connection of a holder that
+// stopped answering.
+func ProcessTag() string {
 	host, _ := os.Hostname()
-	name := fmt.Sprintf("repstream %s pid %d", host, os.Getpid())
-	if len(name) > 63 { // NAMEDATALEN-1
-		name = name[:63]
+	return fmt.Sprintf("%s pid %d", host, os.Getpid())
+}
+
+// ReplicationAppName is the application_name of repstream's replication
+// connections.
+func ReplicationAppName() string { return appName("repstream " + ProcessTag()) }
+
+// WriterAppName is the application_name of the store writer's connection.
+func WriterAppName() string { return appName("repstream-writer " + ProcessTag()) }
+
+func appName(s string) string {
+	if len(s) > 63 { // NAMEDATALEN-1
+		s = s[:63]
 	}
-	return name
+	return s
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,8 +44,13 @@ type EngineConfig struct {
 	// Heartbeat is how often a logical message is emitted so the slot
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
-	Applier   ApplierConfig
-	Logger    *slog.Logger
+	// TakeoverAfter: a standby ends the connections of a slot holder whose
+	// replication connection has not answered for this long (a process
+	// stopped with SIGSTOP, a frozen VM), instead of waiting for Postgres's
+	// wal_sender_timeout. Zero leaves it to wal_sender_timeout.
+	TakeoverAfter time.Duration
+	Applier       ApplierConfig
+	Logger        *slog.Logger
 }
 
 // Engine runs the pipeline: replication → fold → store → publisher. It
@@ -270,13 +276,17 @@ func (e *Engine) awaitSlot(ctx context.Context) bool {
 			return true
 		default:
 			who := fmt.Sprintf("PID %d", s.ActivePID)
-			if b, ok, err := cdc.LookupBackend(ctx, e.pool, s.ActivePID); err == nil && ok {
+			b, ok, err := cdc.LookupBackend(ctx, e.pool, s.ActivePID)
+			if err == nil && ok {
 				who = b.String()
 			}
 			if who != last {
 				e.log.Warn("standby: replication slot is held by another process; waiting to take over", "slot", e.cfg.Slot, "held_by", who)
 				last = who
 				e.setWaiting(who)
+			}
+			if e.cfg.TakeoverAfter > 0 {
+				e.endSilentHolder(ctx, s.ActivePID, b.ApplicationName, who)
 			}
 		}
 		select {
@@ -285,6 +295,33 @@ func (e *Engine) awaitSlot(ctx context.Context) bool {
 		case <-time.After(SlotPoll):
 		}
 	}
+}
+
+// endSilentHolder ends every connection of the slot's holder (its
+// walsender, and its store writer, so a holder that wakes up cannot commit
+// what the standby applies again) when the holder has not answered
+// replication for TakeoverAfter. Its process, when it runs again, finds
+// its connections gone and becomes a standby.
+func (e *Engine) endSilentHolder(ctx context.Context, pid int32, app, who string) {
+	var silent *float64
+	err := e.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - reply_time)::float8 FROM pg_stat_replication WHERE pid = $1`, pid).Scan(&silent)
+	if err != nil || silent == nil || time.Duration(*silent*float64(time.Second)) < e.cfg.TakeoverAfter {
+		return
+	}
+	tag, ok := strings.CutPrefix(app, "repstream ")
+	if !ok {
+		tag = "" // not one of ours: end the walsender only
+	}
+	var n int
+	err = e.pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE pid <> pg_backend_pid() AND (pid = $1 OR ($2 <> '' AND application_name LIKE 'repstream%' AND right(application_name, length($2) + 1) = ' ' || $2))`,
+		pid, tag).Scan(&n)
+	if err != nil {
+		e.log.Error("standby: cannot end the silent slot holder's connections (the role needs to be the holder's, or pg_signal_backend); waiting for wal_sender_timeout", "held_by", who, "err", err)
+		return
+	}
+	e.log.Warn("standby: the slot holder stopped answering; ended its connections to take over", "held_by", who,
+		"silent", time.Duration(*silent*float64(time.Second)).Round(time.Millisecond), "connections", n)
 }
 
 func (e *Engine) setWaiting(who string) {

@@ -68,6 +68,10 @@ type BusConfig struct {
 	// DrainTimeout bounds how long a stopping replicator sends what it
 	// still has queued for Redis.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// TakeoverAfter is how long a standby lets the slot's holder go
+	// without answering replication before it ends the holder's
+	// connections and takes over (0: wait for wal_sender_timeout).
+	TakeoverAfter time.Duration `yaml:"takeover_after"`
 }
 
 // redisKey is bus.redis_key, or repstream:<host>:<port>/<database>:<slot>.
@@ -115,6 +119,7 @@ var defaults = map[string]any{
 	"bus.poll_interval":         "250ms",
 	"bus.check_interval":        "1s",
 	"bus.drain_timeout":         "3s",
+	"bus.takeover_after":        "10s",
 }
 
 // flagKeys maps command-line flags onto configuration keys.
@@ -222,6 +227,9 @@ func (c *Config) validate() error {
 	if c.Bus.DrainTimeout <= 0 {
 		errs = append(errs, &stream.ConfigError{Key: "bus.drain_timeout", Msg: "must be a positive duration such as 3s"})
 	}
+	if c.Bus.TakeoverAfter < 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.takeover_after", Msg: "must not be negative (0 waits for wal_sender_timeout)"})
+	}
 	if c.Bus.RedisMaxLen <= 0 {
 		errs = append(errs, &stream.ConfigError{Key: "bus.redis_max_len", Msg: "must be a positive number of entries such as 10000"})
 	}
@@ -255,6 +263,6 @@ func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 	return stream.EngineConfig{
 		DatabaseURL: c.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
-		AsyncCommit: c.AsyncCommit,
+		AsyncCommit: c.AsyncCommit, TakeoverAfter: c.Bus.TakeoverAfter,
 	}
 }
