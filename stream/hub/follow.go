@@ -142,12 +142,15 @@ func (h *Hub) Follow(ctx context.Context, bus Bus, cfg FollowConfig) error {
 // follow1 applies one bus message: directly when it continues from the
 // hub's head in the hub's epoch, else after reading the store.
 func (h *Hub) follow1(ctx context.Context, m Message) {
-	if m.Reset != nil || m.Epoch != h.Epoch() || Position(m.Prev) > h.Head() {
-		if m.Reset == nil && m.Epoch == h.Epoch() {
+	// A message without an epoch comes from a publisher older than the
+	// field: the periodic check covers its epoch changes.
+	other := m.Epoch != "" && m.Epoch != h.Epoch()
+	if m.Reset != nil || other || Position(m.Prev) > h.Head() {
+		if m.Reset == nil && !other {
 			h.follow.gaps.Add(1)
 			h.m.busGaps.Inc()
 		}
-		if !h.catchUpStore(ctx) || m.Epoch != h.Epoch() || Position(m.Prev) > h.Head() {
+		if !h.catchUpStore(ctx) || (m.Epoch != "" && m.Epoch != h.Epoch()) || Position(m.Prev) > h.Head() {
 			// The store could not be read, or the message is of an epoch
 			// the store does not show yet: the next check or message
 			// tries again; nothing is delivered out of order.
