@@ -79,6 +79,15 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		if err != nil {
 			return err
 		}
+		// The bus retries by itself, and a node must learn at once that
+		// Redis is gone so it polls the store instead: no client retries
+		// (unless the URL asks for them), short dials.
+		if opt.MaxRetries == 0 {
+			opt.MaxRetries = -1
+		}
+		if opt.DialTimeout <= 0 || opt.DialTimeout > 2*time.Second {
+			opt.DialTimeout = 2 * time.Second
+		}
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
 		bus = &hub.RedisBus{Client: rdb, Key: cfg.redisKey(), MaxLen: cfg.Bus.RedisMaxLen, Logger: log}
