@@ -483,3 +483,45 @@ func TestNodesStandbyTakeoverStopped(t *testing.T) {
 	streamtest.WaitConverged(t, c.conn, 60*time.Second)
 	streamtest.CheckLog(t, c.conn)
 }
+
+// TestNodesLostNewEpochReset starts a new epoch whose Reset never reaches
+// the serve nodes (the new replicator publishes under another bus key, as
+// a Reset lost to Redis would be): the nodes notice the epoch from the
+// store by their periodic check, and every client resets and follows the
+// new epoch; none hangs.
+func TestNodesLostNewEpochReset(t *testing.T) {
+	c := newCluster(t)
+	r := c.replicator()
+	_, a1 := c.node("serve", "")
+	_, a2 := c.node("serve", "")
+	w1 := watchNode(t, "serve-1", wsURL(a1), "", 0)
+	w2 := watchNode(t, "serve-2", wsURL(a2), "", 0)
+	c.write()
+	time.Sleep(time.Second)
+	if err := r.stop(30 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var epoch string
+	if err := c.conn.QueryRow(context.Background(), `SELECT epoch FROM repstream.meta`).Scan(&epoch); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeConfig(t, c.dbURL, c.name, "")
+	if out, err := exec.Command(binary, "slot", "drop", "--config", cfg, "--yes").CombinedOutput(); err != nil {
+		t.Fatalf("slot drop: %v\n%s", err, out)
+	}
+	p, _ := c.node("replicate", "", "  redis_key: somewhere-else\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := p.waitOutput(ctx, "replication started"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	c.stopWriting()
+	for _, w := range []*watcher{w1, w2} {
+		w.converged(t, c.conn, 60*time.Second)
+		e, _ := w.c.Cursor()
+		if e == epoch || w.c.Stats().Resets == 0 {
+			t.Errorf("%s: epoch %q (old %q), stats %+v: the client did not reset", w.name, e, epoch, w.c.Stats())
+		}
+	}
+}
