@@ -17,7 +17,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/repstream/repstream/api"
-	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/hub"
 	"github.com/repstream/repstream/web"
@@ -97,11 +96,12 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	readyFn := readiness(engine, bus != nil)
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
 		Follow:     hub.FollowConfig{Poll: cfg.Bus.PollInterval, Check: cfg.Bus.CheckInterval},
-		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
-		Ready:      readiness(engine, bus != nil),
+		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine, readyFn), nil },
+		Ready:      readyFn,
 		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
 	})
 	if err != nil {
@@ -197,25 +197,30 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	return errors.Join(errs...)
 }
 
-// readiness answers /readyz. A node fed by the bus serves from the store
-// and the bus whether or not it replicates (a standby, a serve node): it
-// is ready while the store answers. A single node is ready once
-// replication is connected and caught up.
-func readiness(e *stream.Engine, bus bool) func() bool {
+// readiness answers /readyz and /v1/status's ready. A node fed by the bus
+// serves from the store and the bus whether or not it replicates (a
+// standby, a serve node): it is ready while the store answers. A single
+// node is ready once replication is connected and caught up.
+func readiness(e *stream.Engine, bus bool) func(context.Context) error {
 	if !bus {
-		return e.Ready
+		return e.Readiness
 	}
-	return func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
-		_, err := e.Store().Meta(ctx)
-		return err == nil
+		if _, err := e.Store().Meta(ctx); err != nil {
+			return fmt.Errorf("the store does not answer: %w", err)
+		}
+		return nil
 	}
 }
 
 // statusOf is GET /v1/status: what a DBA or a dashboard needs to see.
-func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
+func statusOf(ctx context.Context, e *stream.Engine, readyFn func(context.Context) error) map[string]any {
 	st := e.Status()
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	ready := readyFn(rctx)
+	cancel()
 	out := map[string]any{
 		"epoch":                st.Meta.Epoch,
 		"slot":                 st.Slot,
@@ -225,8 +230,9 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 		"server_lsn":           st.Reader.ServerWALEnd.String(),
 		"lag_bytes":            nil,
 		"lag_seconds":          st.LagTime.Seconds(),
-		"replication":          map[string]any{"connected": st.Reader.Connected, "caught_up": st.Reader.CaughtUp},
-		"ready":                st.Ready,
+		"replication":          map[string]any{"connected": st.Reader.Connected, "caught_up": ready == nil},
+		"ready":                ready == nil,
+		"problems":             e.Problems(),
 		"changes_applied":      st.Stats.Changes,
 		"transactions_applied": st.Stats.Txns,
 		"replication_restarts": st.Restarts,
@@ -235,7 +241,10 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	if st.WaitingFor != "" {
 		out["standby"] = map[string]any{"waiting_for": st.WaitingFor}
 	}
-	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
+	if ready != nil {
+		out["not_ready_reason"] = ready.Error()
+	}
+	if s, ok, err := e.Slot(ctx); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()
 		out["lag_bytes"] = s.LagBytes
 		out["retained_wal_bytes"] = s.RetainedBytes
@@ -256,7 +265,7 @@ func watch(ctx context.Context, e *stream.Engine, cfg *Config, log *slog.Logger)
 			return
 		case <-t.C:
 		}
-		s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), cfg.Slot)
+		s, ok, err := e.Slot(ctx)
 		if err != nil || !ok {
 			continue
 		}
