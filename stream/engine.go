@@ -301,9 +301,9 @@ func (e *Engine) awaitSlot(ctx context.Context) bool {
 				who = b.String()
 			}
 			if who != last {
+				e.setWaiting(who) // before the log line, which tests and operators wait for
 				e.log.Warn("standby: replication slot is held by another process; waiting to take over", "slot", e.cfg.Slot, "held_by", who)
 				last = who
-				e.setWaiting(who)
 			}
 			if e.cfg.TakeoverAfter > 0 {
 				e.endSilentHolder(ctx, s.ActivePID, b.ApplicationName, who)
