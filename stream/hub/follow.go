@@ -46,6 +46,7 @@ type followState struct {
 	up        atomic.Bool
 	gaps      atomic.Int64
 	storeErrs atomic.Int64
+	failing   atomic.Bool // the last store read failed
 }
 
 // FollowStatus reports the bus as Follow sees it.
@@ -170,6 +171,9 @@ func (h *Hub) catchUpStore(ctx context.Context) bool {
 		h.storeErr(ctx, err)
 		return false
 	}
+	if h.follow.failing.Swap(false) {
+		h.logger.Info("hub: the store answers again")
+	}
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
 	h.epochMu.RLock()
@@ -219,7 +223,8 @@ func (h *Hub) storeErr(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
-	if h.follow.storeErrs.Add(1) == 1 {
+	h.follow.storeErrs.Add(1)
+	if !h.follow.failing.Swap(true) {
 		h.logger.Error("hub: cannot read the store to follow the stream; retrying", "err", err)
 	}
 }
