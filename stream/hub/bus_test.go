@@ -392,3 +392,30 @@ type collect chan hub.Message
 func (c collect) Message(m hub.Message) { c <- m }
 func (c collect) Up()                   {}
 func (c collect) Down(error)            {}
+
+// While the store cannot be read, a follower that sees a gap delivers
+// nothing past it (no transaction out of order); once the store answers,
+// the gap is read and everything arrives, exactly.
+func TestFollowStoreDown(t *testing.T) {
+	bus := &lossyBus{Bus: &hub.MemoryBus{}}
+	ns := newNodes(t, bus, 1, hub.FollowConfig{Poll: 30 * time.Millisecond, Check: 30 * time.Millisecond})
+	for range 5 {
+		ns.r.write(hub.RandomOps(5)...)
+	}
+	ns.check()
+	head := ns.hubs[0].Head()
+	ns.log.SetFail(errors.New("store down"))
+	bus.lose.Store(2)
+	for range 10 {
+		ns.r.write(hub.RandomOps(5)...)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if h := ns.hubs[0].Head(); h != head {
+		t.Errorf("head moved from %s to %s past a gap the store could not fill", head, h)
+	}
+	if st := ns.hubs[0].FollowStatus(); st.StoreErrs == 0 {
+		t.Errorf("status %+v: no store error counted", st)
+	}
+	ns.log.SetFail(nil)
+	ns.check()
+}
