@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -183,9 +185,148 @@ bus: { redis_url: "redis://127.0.0.1:%d/0" }
 	e.add(row{Measurement: fmt.Sprintf("nodes: failover, kill -9 of the replicating node until the standby holds the slot (median of %d)", len(took)),
 		Result: fmt.Sprintf("%s (worst %.2f s)", med.Round(time.Millisecond), worst),
 		Target: "≤ 5 s", Verdict: verdict(worst <= 5)})
-	e.note("not measured: two serve nodes behind nginx against one node directly (deliveries/s, p99); TestNginxTwoServeNodes checks correctness only")
 	_ = active
+
+	// nginx (deploy/nginx/repstream.conf) in front of two serve nodes
+	// against one serve node directly: the same clients, the same writes.
+	_, v2Addr, err := node("serve")
+	if err != nil {
+		return err
+	}
+	ngAddr, stopNginx, err := e.startNginx(vAddr, v2Addr)
+	if err != nil {
+		e.note("nginx not measured: %v", err)
+		return nil
+	}
+	defer stopNginx()
+	direct, err := clientLoad(ctx, "ws://"+vAddr+"/v1/stream", 50, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	proxied, err := clientLoad(ctx, "ws://"+ngAddr+"/v1/stream", 50, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	e.add(row{Measurement: "nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision)",
+		Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p99 %s", direct.rate, direct.p99.Round(time.Millisecond)),
+		Result:   fmt.Sprintf("nginx: %.0f deliveries/s, p99 %s", proxied.rate, proxied.p99.Round(time.Millisecond)),
+		Ratio:    fmt.Sprintf("p99 +%s", (proxied.p99 - direct.p99).Round(time.Millisecond)),
+		Target:   "report", Verdict: "—"})
 	return nil
+}
+
+type loadResult struct {
+	rate float64
+	p99  time.Duration
+}
+
+// clientLoad runs n clients of url for d and returns their deliveries per
+// second and the 99th percentile of arrival − source commit.
+func clientLoad(ctx context.Context, url string, n int, d time.Duration) (loadResult, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	rec := &waits{}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range n {
+		c, err := client.New(client.Options{URL: url, Prefix: "seller:", Handler: rec, MinBackoff: 50 * time.Millisecond})
+		if err != nil {
+			return loadResult{}, err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = c.Run(ctx) }()
+	}
+	time.Sleep(3 * time.Second) // connected, snapshots in
+	rec.start()
+	time.Sleep(d)
+	ws := rec.stop()
+	cancel()
+	if len(ws) == 0 {
+		return loadResult{}, fmt.Errorf("no delivery through %s", url)
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i] < ws[j] })
+	return loadResult{rate: float64(len(ws)) / d.Seconds(), p99: ws[len(ws)*99/100]}, nil
+}
+
+// waits records arrival − source commit of every delta while on.
+type waits struct {
+	mu sync.Mutex
+	on bool
+	ws []time.Duration
+}
+
+func (w *waits) Reset(string)       {}
+func (w *waits) State(stream.State) {}
+func (w *waits) Delta(d stream.Delta) {
+	x := time.Since(d.After.UpdatedAt)
+	w.mu.Lock()
+	if w.on {
+		w.ws = append(w.ws, x)
+	}
+	w.mu.Unlock()
+}
+func (w *waits) start() { w.mu.Lock(); w.on = true; w.mu.Unlock() }
+func (w *waits) stop() []time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.on = false
+	return w.ws
+}
+
+// startNginx runs Debian's nginx with deploy/nginx/repstream.conf in front
+// of the two upstreams.
+func (e *env) startNginx(up1, up2 string) (string, func(), error) {
+	bin, err := exec.LookPath("nginx")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			return "", nil, fmt.Errorf("nginx is not installed")
+		}
+		bin = "/usr/sbin/nginx"
+	}
+	conf, err := os.ReadFile("deploy/nginx/repstream.conf")
+	if err != nil {
+		return "", nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	dir := filepath.Join(e.dir, "nginx")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", nil, err
+	}
+	site := strings.Replace(string(conf), "listen 80;", "listen "+addr+";", 1)
+	site = strings.Replace(site, "serve-1:8080", up1, 1)
+	site = strings.Replace(site, "serve-2:8080", up2, 1)
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;"
+	}
+	main := fmt.Sprintf("%s\ndaemon off;\nmaster_process off;\nerror_log %[2]s/error.log;\npid %[2]s/nginx.pid;\nevents { worker_connections 4096; }\nhttp {\n access_log off;\n client_body_temp_path %[2]s/body;\n proxy_temp_path %[2]s/proxy;\n fastcgi_temp_path %[2]s/fastcgi;\n uwsgi_temp_path %[2]s/uwsgi;\n scgi_temp_path %[2]s/scgi;\n include %[2]s/repstream.conf;\n}\n", user, dir)
+	if err := os.WriteFile(filepath.Join(dir, "repstream.conf"), []byte(site), 0o644); err != nil {
+		return "", nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
+	cmd.Stdout, cmd.Stderr = e.svcLog, e.svcLog
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _, _ = cmd.Process.Wait() }
+	for i := 0; i < 250; i++ {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return addr, stop, nil
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	return "", nil, fmt.Errorf("nginx did not answer on %s", addr)
 }
 
 // arrivals is a client.Handler keeping the longest source-commit-to-
