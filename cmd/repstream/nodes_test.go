@@ -525,3 +525,48 @@ func TestNodesLostNewEpochReset(t *testing.T) {
 		}
 	}
 }
+
+// TestNodesReplicatorLosesDatabase ends the active node's replication
+// connection from the database side (a network cut, a DBA's
+// pg_terminate_backend): one of the two replicate nodes holds the slot
+// again at once, and the serve node's client misses nothing.
+func TestNodesReplicatorLosesDatabase(t *testing.T) {
+	c := newCluster(t)
+	c.replicator()
+	standby, _ := c.node("replicate", "")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := standby.waitOutput(ctx, "waiting to take over"); err != nil {
+		t.Fatal(err)
+	}
+	_, a1 := c.node("serve", "")
+	w := watchNode(t, "serve-1", wsURL(a1), "", 0)
+	c.write()
+	time.Sleep(time.Second)
+	var old int32
+	if err := c.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND active`, c.name).Scan(&old); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.conn.Exec(ctx, `SELECT pg_terminate_backend($1)`, old); err != nil {
+		t.Fatal(err)
+	}
+	cut := time.Now()
+	for {
+		var pid *int32
+		if err := c.conn.QueryRow(ctx, `SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1`, c.name).Scan(&pid); err != nil {
+			t.Fatal(err)
+		}
+		if pid != nil && *pid != old {
+			break
+		}
+		if time.Since(cut) > 30*time.Second {
+			t.Fatal("nobody took the slot again")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("the slot was held again %s after the active node's connection was ended", time.Since(cut).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	c.stopWriting()
+	w.converged(t, c.conn, 60*time.Second)
+	streamtest.CheckLog(t, c.conn)
+}
