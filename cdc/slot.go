@@ -166,6 +166,13 @@ func ProcessTag() string {
 // connections.
 func ReplicationAppName() string { return appName("repstream " + ProcessTag()) }
 
+// IsReplicationAppName reports whether an application_name is that of a
+// repstream replication connection (older versions used "repstream").
+func IsReplicationAppName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "repstream ")
+	return name == "repstream" || (ok && strings.Contains(rest, " pid "))
+}
+
 // WriterAppName is the application_name of the store writer's connection.
 func WriterAppName() string { return appName("repstream-writer " + ProcessTag()) }
 
