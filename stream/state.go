@@ -3,7 +3,6 @@ package stream
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,12 +14,43 @@ import (
 // Its text form is pg_lsn's upper-case "X/Y".
 type LSN = pglogrepl.LSN
 
-// ParseLSN reads a cursor in pg_lsn text form.
+// ParseLSN reads a cursor in pg_lsn text form, exactly
+// ^[0-9A-F]{1,8}/[0-9A-F]{1,8}$ (hex digits in either case, as the JS client
+// and Postgres take them): no spaces, no trailing bytes, no half wider than
+// 32 bits.
 func ParseLSN(s string) (LSN, error) {
-	if s == "" || strings.Count(s, "/") != 1 {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
 		return 0, fmt.Errorf("cursor %q: want pg_lsn form X/Y in hex", s)
 	}
-	return pglogrepl.ParseLSN(s)
+	x, okx := parseHex32(hi)
+	y, oky := parseHex32(lo)
+	if !okx || !oky {
+		return 0, fmt.Errorf("cursor %q: want pg_lsn form X/Y, 1 to 8 hex digits each", s)
+	}
+	return LSN(uint64(x)<<32 | uint64(y)), nil
+}
+
+// parseHex32 reads 1 to 8 hex digits.
+func parseHex32(s string) (uint32, bool) {
+	if len(s) < 1 || len(s) > 8 {
+		return 0, false
+	}
+	var v uint32
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint32(c-'0')
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | uint32(c-'A'+10)
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint32(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // Micro is a score or a sum of scores in millionths, so sums stay exact
@@ -73,61 +103,86 @@ func (m *Micro) UnmarshalJSON(b []byte) error {
 }
 
 // ParseMicro parses a decimal in Postgres text form (as numeric, int or float
-// columns print) into Micro, rounding half away from zero past six decimals.
+// columns print) into Micro, rounding the printed decimal half away from zero
+// past six decimals: exactly SQL's round(score::text::numeric, 6). An
+// exponent (float4 and float8 print one for tiny values) moves the decimal
+// point in the text; no binary float ever rounds the value.
 func ParseMicro(s string) (Micro, error) {
+	orig := s
 	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, fmt.Errorf("score %q: empty", s)
-	}
-	if strings.ContainsAny(s, "eEnN") { // exponent, NaN, Infinity
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 9e12 {
-			return 0, fmt.Errorf("score %q: not a finite number", s)
-		}
-		return Micro(math.Round(f * MicroUnit)), nil
-	}
 	neg := false
-	switch s[0] {
-	case '-':
-		neg, s = true, s[1:]
-	case '+':
-		s = s[1:]
+	if s != "" {
+		switch s[0] {
+		case '-':
+			neg, s = true, s[1:]
+		case '+':
+			s = s[1:]
+		}
 	}
-	intPart, frac, _ := strings.Cut(s, ".")
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		e, err := strconv.Atoi(s[i+1:])
+		if err != nil {
+			return 0, fmt.Errorf("score %q: not a number", orig)
+		}
+		mant, exp = s[:i], e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
 	if intPart == "" && frac == "" {
-		return 0, fmt.Errorf("score %q: not a number", s)
+		return 0, fmt.Errorf("score %q: not a number", orig)
+	}
+	if !allDigits(intPart) || !allDigits(frac) {
+		return 0, fmt.Errorf("score %q: not a number", orig)
+	}
+	if exp != 0 {
+		digits := strings.TrimLeft(intPart, "0")
+		point := len(digits) + exp
+		digits += frac
+		switch {
+		case point > 20:
+			return 0, fmt.Errorf("score %q: out of range", orig)
+		case point < -7: // nothing reaches the seventh decimal
+			intPart, frac = "", ""
+		case point <= 0:
+			intPart, frac = "", strings.Repeat("0", -point)+digits
+		case point >= len(digits):
+			intPart, frac = digits+strings.Repeat("0", point-len(digits)), ""
+		default:
+			intPart, frac = digits[:point], digits[point:]
+		}
 	}
 	var v uint64
 	for _, c := range intPart {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("score %q: not a number", s)
-		}
 		v = v*10 + uint64(c-'0')
 		if v > 9_000_000_000_000 {
-			return 0, fmt.Errorf("score %q: out of range", s)
+			return 0, fmt.Errorf("score %q: out of range", orig)
 		}
 	}
 	v *= MicroUnit
 	var scale uint64 = MicroUnit / 10
-	round := false
 	for i, c := range frac {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("score %q: not a number", s)
+		if i == 6 {
+			if c >= '5' {
+				v++
+			}
+			break
 		}
-		if i < 6 {
-			v += uint64(c-'0') * scale
-			scale /= 10
-		} else if i == 6 {
-			round = c >= '5'
-		}
-	}
-	if round {
-		v++
+		v += uint64(c-'0') * scale
+		scale /= 10
 	}
 	if neg {
 		return -Micro(v), nil
 	}
 	return Micro(v), nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // State is one subject's reputation after the deltas up to LSN.
@@ -159,7 +214,7 @@ type stateJSON struct {
 // MarshalJSON writes the state as PROTOCOL.md describes it.
 func (s State) MarshalJSON() ([]byte, error) {
 	return json.Marshal(stateJSON{
-		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: round6(s.Mean), Bayes: round6(s.Bayes),
+		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: s.Mean, Bayes: s.Bayes,
 		Hist: s.Hist, Version: s.Version, LSN: s.LSN.String(),
 		UpdatedAt: s.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 	})
@@ -185,8 +240,6 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		Hist: w.Hist, Version: w.Version, LSN: lsn, UpdatedAt: at}
 	return nil
 }
-
-func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
 
 // Change is what one delta did to a subject: differences of the state's figures.
 type Change struct {
