@@ -147,8 +147,13 @@ func watchNode(t *testing.T, name, url, epoch string, since stream.LSN) *watcher
 	go func() { done <- c.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s: client: %v", name, err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: client: %v", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s: the client did not stop within 15 s of its context's end", name)
 		}
 	})
 	return w
@@ -305,7 +310,10 @@ func (c *cluster) write() {
 				return
 			case <-time.After(3 * time.Millisecond):
 			}
-			if c.werr = wl.Step(ctx, conn); c.werr != nil {
+			sctx, cancel := context.WithTimeout(ctx, 30*time.Second) // a stuck write fails the test instead of hanging it
+			c.werr = wl.Step(sctx, conn)
+			cancel()
+			if c.werr != nil {
 				return
 			}
 			c.nw++
