@@ -32,7 +32,7 @@ func newWriter(ctx context.Context, databaseURL string, async bool) (*writer, er
 	if err != nil {
 		return nil, fmt.Errorf("stream: database_url: %w", err)
 	}
-	cfg.RuntimeParams["application_name"] = "repstream-writer"
+	cfg.RuntimeParams["application_name"] = cdc.WriterAppName()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("stream: connect store writer: %w", err)
@@ -80,6 +80,22 @@ func (w *writer) lockSlot(ctx context.Context, slot string) error {
 		return fmt.Errorf("%w: slot %s is being loaded or streamed by another repstream (%s holds its lock)", cdc.ErrSlotInUse, slot, holder)
 	}
 	return nil
+}
+
+// slotLockHolder is the backend holding the slot's lock (see lockSlot), 0
+// when none does.
+func slotLockHolder(ctx context.Context, q cdc.Querier, slot string) (int32, error) {
+	var pid *int32
+	err := q.QueryRow(ctx, `SELECT (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid = $1::int::oid AND objid = hashtext($2)::oid AND objsubid = 2 LIMIT 1)`, int32(slotLockClass), slot).Scan(&pid)
+	if err != nil {
+		return 0, fmt.Errorf("stream: look up the lock of slot %s: %w", slot, err)
+	}
+	if pid == nil {
+		return 0, nil
+	}
+	return *pid, nil
 }
 
 // durableExec runs sql in a transaction that commits synchronously, also in
