@@ -21,7 +21,13 @@ func (s *Server) routes() http.Handler {
 	})
 	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !s.ready() {
-			writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "replication is not connected or not caught up")
+			msg := "replication is not connected or not caught up"
+			if s.why != nil {
+				if why := s.why(); why != "" {
+					msg = why
+				}
+			}
+			writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, msg)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})

@@ -39,6 +39,8 @@ type Options struct {
 	// Ready answers /readyz (replication connected and caught up); nil
 	// means always ready.
 	Ready func() bool
+	// NotReadyReason, if set, says in /readyz's 503 why it is not ready.
+	NotReadyReason func() string
 	// Registerer receives the hub's and API's metrics; Gatherer serves
 	// /metrics. Both nil: prometheus.DefaultRegisterer/DefaultGatherer.
 	Registerer prometheus.Registerer
@@ -60,6 +62,7 @@ type Server struct {
 	hub     *hub.Hub
 	status  StatusFunc
 	ready   func() bool
+	why     func() string
 	gather  prometheus.Gatherer
 	logger  *slog.Logger
 	m       *metrics
@@ -107,7 +110,7 @@ func NewServer(o Options) (*Server, error) {
 		o.Version = "dev"
 	}
 	s := &Server{
-		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, status: o.Status, ready: o.Ready,
+		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, status: o.Status, ready: o.Ready, why: o.NotReadyReason,
 		gather: o.Gatherer, logger: o.Logger, m: newMetrics(o.Registerer), version: o.Version, codecs: wire.Codecs(),
 	}
 	hcs := make([]hub.Codec, len(s.codecs))

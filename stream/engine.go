@@ -66,6 +66,8 @@ type Engine struct {
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
+	// down is why the last connection attempt or session failed, for /readyz.
+	down atomic.Pointer[string]
 
 	metrics *engineMetrics
 }
@@ -178,6 +180,26 @@ WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&state)
 	return err == nil && state == "streaming"
 }
 
+// NotReadyReason says why Ready is false, for /readyz; "" when ready.
+func (e *Engine) NotReadyReason() string {
+	if e.Ready() {
+		return ""
+	}
+	e.mu.Lock()
+	connected := e.reader != nil && e.reader.Status().Connected
+	e.mu.Unlock()
+	switch why := e.down.Load(); {
+	case e.ready.Load():
+		return "replication is connected; the walsender is still sending the backlog"
+	case connected:
+		return "replication is connected and catching up"
+	case why != nil:
+		return "replication is not connected: " + *why
+	default:
+		return "replication is starting"
+	}
+}
+
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
 	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
@@ -189,7 +211,7 @@ func (e *Engine) Migrate() error {
 // Run streams until ctx ends, reconnecting with backoff after failures. It
 // returns nil on a clean stop and a *FatalError when retrying cannot help.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.Migrate(); err != nil {
+	if err := e.migrateWhenReachable(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -216,6 +238,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			return err
 		}
 		first = false
+		why := err.Error()
+		e.down.Store(&why)
 		if time.Since(started) > time.Minute {
 			attempt = 0
 		}
@@ -234,6 +258,51 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// migrateWhenReachable waits for the database with backoff (a container
+// may start before its database, or during a promotion), then migrates.
+// It returns nil when ctx ends first.
+func (e *Engine) migrateWhenReachable(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := e.reachable(ctx)
+		if err == nil {
+			if err = e.Migrate(); err == nil {
+				e.down.Store(nil)
+				return nil
+			}
+			if e.reachable(ctx) == nil { // it answers: the migration itself failed
+				return err
+			}
+		}
+		var ce *ConfigError
+		if errors.As(err, &ce) || ctx.Err() != nil {
+			return err
+		}
+		why := "database unreachable: " + err.Error()
+		e.down.Store(&why)
+		wait := backoff(attempt)
+		e.log.Error("database unreachable; retrying", "err", err, "attempt", attempt, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// reachable pings the database. A wrong password, a role or database that
+// does not exist are configuration errors: waiting does not fix them.
+func (e *Engine) reachable(ctx context.Context) error {
+	err := e.pool.Ping(ctx)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "28P01", "28000", "3D000": // invalid_password, invalid_authorization_specification, invalid_catalog_name
+			return &ConfigError{"database_url", fmt.Sprintf("%s (SQLSTATE %s); fix the URL or the role", pe.Message, pe.Code)}
+		}
+	}
+	return err
 }
 
 // backoff is exponential with full jitter, capped at 30s.

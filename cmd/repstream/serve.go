@@ -87,9 +87,10 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	}
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
-		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
-		Ready:      engine.Ready,
-		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
+		Status:         func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
+		Ready:          engine.Ready,
+		NotReadyReason: engine.NotReadyReason,
+		Registerer:     reg, Gatherer: reg, Logger: log, Version: version,
 	})
 	if err != nil {
 		return err
