@@ -38,6 +38,9 @@ type Options struct {
 	Settings []string
 	// Dir is the parent of the data directory; empty means os.TempDir().
 	Dir string
+	// BinDir holds the server binaries; empty means $REPSTREAM_TEST_PG's
+	// server when set (see ServerBinDir), else the newest installed one.
+	BinDir string
 }
 
 // Cluster is a running throwaway Postgres. Stop it to remove it.
@@ -90,9 +93,12 @@ func versionOf(binDir string) int {
 // Start creates and starts a cluster. initdb refuses to run as root, so as
 // root the cluster runs as the "postgres" user.
 func Start(ctx context.Context, o Options) (*Cluster, error) {
-	bin, err := BinDir()
-	if err != nil {
-		return nil, err
+	bin := o.BinDir
+	if bin == "" {
+		var err error
+		if bin, err = ServerBinDir(); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{BinDir: bin, Port: o.Port}
 	owner := -1
