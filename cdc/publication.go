@@ -77,8 +77,18 @@ func (e *PublicationError) Error() string {
 // lists restricted to the needed columns plus each table's key, so columns
 // such as review bodies never leave the database.
 func PublicationDDL(name string, tables []Table, keys map[string][]string) string {
+	return PublicationDDLFor(name, tables, keys, true)
+}
+
+// PublicationDDLFor is PublicationDDL for a server with or without column
+// lists (PostgreSQL 14 has none: every column is published).
+func PublicationDDLFor(name string, tables []Table, keys map[string][]string, columnLists bool) string {
 	parts := make([]string, 0, len(tables))
 	for _, t := range tables {
+		if !columnLists {
+			parts = append(parts, t.Qualified())
+			continue
+		}
 		parts = append(parts, t.Qualified()+" ("+columnList(t.Columns, keys[t.String()])+")")
 	}
 	return fmt.Sprintf("CREATE PUBLICATION %s FOR TABLE %s WITH (publish = 'insert, update, delete, truncate');",
@@ -115,12 +125,19 @@ type Publication struct {
 	AllTables                        bool
 	Insert, Update, Delete, Truncate bool
 	Tables                           map[string]PublicationTable // by schema.name
+	// ColumnLists is whether the server has column lists and row filters (15+).
+	ColumnLists bool
 }
 
 // LookupPublication reads a publication and the tables (and columns) it covers.
 func LookupPublication(ctx context.Context, q Querier, name string) (Publication, error) {
 	var p Publication
-	err := q.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1`, name).
+	ver, err := ServerVersion(ctx, q)
+	if err != nil {
+		return p, err
+	}
+	p.ColumnLists = ver >= V15
+	err = q.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1`, name).
 		Scan(&p.AllTables, &p.Insert, &p.Update, &p.Delete, &p.Truncate)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, nil
@@ -130,11 +147,20 @@ func LookupPublication(ctx context.Context, q Querier, name string) (Publication
 	}
 	p.Exists = true
 	p.Tables = map[string]PublicationTable{}
-	rows, err := q.Query(ctx, `
+	query := `
 SELECT pt.schemaname::text, pt.tablename::text, pt.attnames::text[], coalesce(pt.rowfilter, ''),
        (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = pt.schemaname AND c.relname = pt.tablename AND a.attnum > 0 AND NOT a.attisdropped) = cardinality(pt.attnames)
-FROM pg_publication_tables pt WHERE pt.pubname = $1`, name)
+FROM pg_publication_tables pt WHERE pt.pubname = $1`
+	if !p.ColumnLists { // 14: no attnames nor rowfilter; every column is published
+		query = `
+SELECT pt.schemaname::text, pt.tablename::text,
+       array(SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = pt.schemaname AND c.relname = pt.tablename AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       '', true
+FROM pg_publication_tables pt WHERE pt.pubname = $1`
+	}
+	rows, err := q.Query(ctx, query, name)
 	if err != nil {
 		return p, fmt.Errorf("cdc: look up tables of publication %s: %w", name, err)
 	}
@@ -158,7 +184,7 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 	e := &PublicationError{Publication: name}
 	if !p.Exists {
 		e.Problems = append(e.Problems, "it does not exist")
-		e.Fix = append(e.Fix, PublicationDDL(name, tables, keys))
+		e.Fix = append(e.Fix, PublicationDDLFor(name, tables, keys, p.ColumnLists))
 		return e
 	}
 	var ops []string
@@ -178,7 +204,11 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 		pt, ok := p.Tables[t.String()]
 		if !ok {
 			e.Problems = append(e.Problems, fmt.Sprintf("table %s is not in it", t))
-			e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s);", quoteIdent(name), t.Qualified(), columnList(t.Columns, keys[t.String()])))
+			if p.ColumnLists {
+				e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s);", quoteIdent(name), t.Qualified(), columnList(t.Columns, keys[t.String()])))
+			} else {
+				e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(name), t.Qualified()))
+			}
 			continue
 		}
 		have := map[string]bool{}
@@ -206,7 +236,11 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 
 // CreatePublication runs PublicationDDL.
 func CreatePublication(ctx context.Context, q Querier, name string, tables []Table, keys map[string][]string) error {
-	if _, err := q.Exec(ctx, PublicationDDL(name, tables, keys)); err != nil {
+	ver, err := ServerVersion(ctx, q)
+	if err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, PublicationDDLFor(name, tables, keys, ver >= V15)); err != nil {
 		return fmt.Errorf("cdc: create publication %s: %w", name, err)
 	}
 	return nil

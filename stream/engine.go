@@ -361,9 +361,9 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 	}
 	if !p.Exists && e.cfg.CreatePublication {
 		if err := cdc.CreatePublication(ctx, e.pool, e.cfg.Publication, tables, keys); err != nil {
-			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
 		}
-		e.log.Info("created publication", "publication", e.cfg.Publication, "sql", cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+		e.log.Info("created publication", "publication", e.cfg.Publication, "sql", cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
 		if p, err = cdc.LookupPublication(ctx, e.pool, e.cfg.Publication); err != nil {
 			return p, err
 		}

@@ -61,7 +61,11 @@ func planOn(ctx context.Context, conn *pgx.Conn, name string, tables []cdc.Table
 		}
 		states[i] = ts
 	}
-	return plan(name, tables, states), nil
+	ver, err := cdc.ServerVersion(ctx, conn)
+	if err != nil {
+		return Plan{}, err
+	}
+	return plan(name, tables, states, ver >= cdc.V15), nil
 }
 
 // PlanPublication reads the source tables and returns the publication

@@ -155,6 +155,7 @@ type run struct {
 	slotOK        bool            // the slot exists
 	sys           *cdc.System     // from IDENTIFY_SYSTEM, when a replication connection worked
 	serverVersion int
+	platform      platform // the managed service, "" for plain Postgres
 }
 
 func (r *run) add(name string, st Status, msg, fix string) {
