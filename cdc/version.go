@@ -3,6 +3,10 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // ServerVersion is the server's server_version_num (170004 for 17.4):
@@ -22,8 +26,20 @@ const (
 	// V16 brought logical decoding on standbys and pgoutput proto_version 4.
 	V16 = 160000
 	// V17 brought failover slots (CREATE_REPLICATION_SLOT ... FAILOVER,
-	// sync_replication_slots) and pg_replication_slots.invalidation_reason.
+	// sync_replication_slots) and pg_replication_slots' failover, synced,
+	// inactive_since and invalidation_reason.
 	V17 = 170000
-	// V18 brought pg_replication_slots.inactive_since ... idle_replication_slot_timeout.
+	// V18 brought idle_replication_slot_timeout (invalidation_reason 'idle_timeout').
 	V18 = 180000
 )
+
+// serverMajor is the major version conn's server reported at connect (0 if
+// unknown); a replication connection cannot run SQL to ask.
+func serverMajor(conn *pgconn.PgConn) int {
+	v := conn.ParameterStatus("server_version")
+	if i := strings.IndexFunc(v, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		v = v[:i]
+	}
+	n, _ := strconv.Atoi(v)
+	return n
+}
