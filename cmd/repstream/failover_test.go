@@ -244,11 +244,19 @@ func testFailover(t *testing.T, syncSlots bool) {
 	if v := localpg.TestCluster(); v == nil {
 		t.Skip("needs throwaway clusters (REPSTREAM_TEST_DATABASE_URL is set)")
 	}
+	if syncSlots {
+		admin := streamtest.Connect(t, localpg.AdminURL())
+		var version int
+		if err := admin.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+			t.Fatal(err)
+		}
+		admin.Close(context.Background())
+		if version < 170000 {
+			t.Skipf("failover slots need PostgreSQL 17 (this is %d)", version)
+		}
+	}
 	seed := testSeed(t)
 	tp := newTopology(t, syncSlots)
-	if syncSlots && tp.version < 170000 {
-		t.Skipf("failover slots need PostgreSQL 17 (this is %d)", tp.version)
-	}
 	cfg := writeConfig(t, tp.url(), "app", "")
 	p := start(t, nil, "serve", "--config", cfg)
 	base := "http://" + listenAddr(t, p)
