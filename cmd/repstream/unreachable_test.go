@@ -27,8 +27,7 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	if err := localpg.CreateDatabase(sctx, c.URL(""), "app"); err != nil {
 		t.Fatal(err)
 	}
-	dbURL := c.URL("app")
-	conn := streamtest.Connect(t, dbURL)
+	conn := streamtest.Connect(t, c.URL("app"))
 	streamtest.Exec(t, conn, streamtest.Schema)
 	if err := streamtest.Seed(ctx, conn, 200, 50); err != nil {
 		t.Fatal(err)
@@ -37,6 +36,10 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	if err := c.Kill(sctx); err != nil {
 		t.Fatal(err)
 	}
+	// Through a proxy that cuts every connection until the database is back:
+	// a stopped cluster's port may be taken by a cluster of another test.
+	px := newProxy(t, "")
+	dbURL := "postgres://postgres@" + px.addr() + "/app?sslmode=disable"
 
 	p := start(t, nil, "serve", "--config", writeConfig(t, dbURL, "app", ""))
 	base := "http://" + listenAddr(t, p)
@@ -52,13 +55,14 @@ func TestServeWaitsForDatabase(t *testing.T) {
 		t.Fatalf("/healthz = %d %s while the database is down, want 200", code, body)
 	}
 	code, body := httpGet(t, base+"/readyz", "")
-	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "database unreachable") || !strings.Contains(string(body), "connection refused") {
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "database unreachable") || !strings.Contains(string(body), px.addr()) {
 		t.Fatalf("/readyz = %d %s, want 503 naming the unreachable database", code, body)
 	}
 
 	if err := c.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
+	px.switchTo(addrOf(c))
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if code, _ := httpGet(t, base+"/readyz", ""); code == http.StatusOK {
 			break
