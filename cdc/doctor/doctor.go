@@ -156,6 +156,7 @@ type run struct {
 	sys           *cdc.System     // from IDENTIFY_SYSTEM, when a replication connection worked
 	serverVersion int
 	platform      platform // the managed service, "" for plain Postgres
+	standby       bool     // the server is in recovery
 }
 
 func (r *run) add(name string, st Status, msg, fix string) {
@@ -191,6 +192,14 @@ func Run(ctx context.Context, in Input) Report {
 	r.conn = conn
 	if err := r.checkServer(ctx); err != nil {
 		r.abort(err)
+		return *rep
+	}
+	if r.standby {
+		// serve connects to the primary; here only what keeps its slot
+		// across this standby's promotion matters.
+		if err := r.checkFailover(ctx); err != nil {
+			r.abort(err)
+		}
 		return *rep
 	}
 	for _, step := range []func(context.Context) error{

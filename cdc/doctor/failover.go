@@ -15,13 +15,13 @@ import (
 // loses the slot: server_version already says so.
 func (r *run) checkFailover(ctx context.Context) error {
 	if r.serverVersion < cdc.V17 || r.in.Slot == "" {
+		if r.standby {
+			r.add("failover.slot", Warn, fmt.Sprintf("PostgreSQL %d has no failover slots: when this standby is promoted repstream's slot is not here, and repstream starts a new epoch (clients reset)", r.serverVersion/10000),
+				"upgrade to PostgreSQL 17 or newer and configure failover slots (see the README)")
+		}
 		return nil
 	}
-	var standby bool
-	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&standby); err != nil {
-		return fmt.Errorf("read pg_is_in_recovery: %w", err)
-	}
-	if standby {
+	if r.standby {
 		return r.checkStandby(ctx)
 	}
 	x, ok, err := cdc.LookupSlotExtra(ctx, r.conn, r.in.Slot)

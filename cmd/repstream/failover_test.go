@@ -13,6 +13,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/repstream/repstream/cdc/doctor"
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream/streamtest"
 )
@@ -269,17 +270,31 @@ func testFailover(t *testing.T, syncSlots bool) {
 	time.Sleep(1500 * time.Millisecond)
 	if syncSlots {
 		tp.waitSynced(t, "app")
+		checkFailoverDoctor(t, tp)
+	} else {
+		// doctor on the standby says the slot will not survive its promotion.
+		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
+		rep := doctor.Run(dctx, doctor.Input{DatabaseURL: tp.standby.URL("app"), Publication: "app", Slot: "app", Sources: streamtest.Sources()})
+		dcancel()
+		name, want := "failover.slot", doctor.Warn
+		if tp.version >= 170000 {
+			name, want = "failover.sync_replication_slots", doctor.Fail
+		}
+		if ch, ok := rep.Find(name); !ok || ch.Status != want {
+			t.Errorf("doctor on the standby: %s = %+v (found %v), want %s", name, ch, ok, want)
+		}
 	}
 	time.Sleep(500 * time.Millisecond)
 	promoted := time.Now()
 	tp.failover(t)
+	t.Logf("primary killed, standby promoted, proxy switched in %s; first delta from the new primary after %s",
+		time.Since(promoted).Round(time.Millisecond), firstDelta(t, tp.url(), promoted).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	stop()
 	wait()
 
 	conn := streamtest.Connect(t, tp.url())
 	streamtest.WaitConverged(t, conn, 90*time.Second)
-	t.Logf("promotion to converged on the new primary: %s", time.Since(promoted).Round(time.Millisecond))
 	streamtest.CheckLog(t, conn)
 	out := p.output()
 	newEpoch := strings.Contains(out, "STARTING A NEW EPOCH")
@@ -296,4 +311,59 @@ func testFailover(t *testing.T, syncSlots bool) {
 	defer cancel()
 	streamtest.Exec(t, conn, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_type = 'logical'`)
 	conn.Close(ctx2)
+}
+
+// firstDelta writes a marker review on the new primary and returns the time
+// from since until repstream derived it: the cost of the switch.
+func firstDelta(t *testing.T, url string, since time.Time) time.Duration {
+	t.Helper()
+	ctx := context.Background()
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no delta from the new primary within 2 minutes")
+		}
+		conn, err := pgx.Connect(ctx, url)
+		if err != nil {
+			continue
+		}
+		var n int
+		err = conn.QueryRow(ctx, `SELECT count(*) FROM repstream.subjects WHERE subject = 'seller:987654' AND count > 0`).Scan(&n)
+		if err == nil && n == 0 {
+			_, err = conn.Exec(ctx, `INSERT INTO reviews (seller_id, rating, status) SELECT 987654, 5, 'published' WHERE NOT EXISTS (SELECT 1 FROM reviews WHERE seller_id = 987654)`)
+		}
+		conn.Close(ctx)
+		if err == nil && n > 0 {
+			return time.Since(since)
+		}
+	}
+}
+
+// checkFailoverDoctor runs doctor against the primary and the standby: each
+// finds the failover settings in place.
+func checkFailoverDoctor(t *testing.T, tp *topology) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, c := range []struct {
+		url    string
+		checks []string
+	}{
+		{tp.primary.URL("app"), []string{"failover.slot", "failover.synchronized_standby_slots"}},
+		{tp.standby.URL("app"), []string{"failover.sync_replication_slots", "failover.hot_standby_feedback", "failover.primary_slot_name", "failover.synced"}},
+	} {
+		rep := doctor.Run(ctx, doctor.Input{DatabaseURL: c.url, Publication: "app", Slot: "app", Sources: streamtest.Sources()})
+		for _, name := range c.checks {
+			if ch, ok := rep.Find(name); !ok || ch.Status != doctor.OK {
+				t.Errorf("doctor on %s: %s = %+v (found %v), want ok", c.url, name, ch, ok)
+			}
+		}
+		if t.Failed() {
+			var b strings.Builder
+			rep.WriteText(&b) //nolint:errcheck
+			t.Log(b.String())
+		}
+		if ch, ok := rep.Find("failover.primary_conninfo"); ok {
+			t.Errorf("doctor on %s: %+v", c.url, ch)
+		}
+	}
 }
