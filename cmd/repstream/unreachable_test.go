@@ -19,7 +19,8 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	ctx := context.Background()
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	c, err := localpg.Start(sctx, localpg.Options{NoFsync: true})
+	// fsync and synchronous_commit stay on: the kill below must not lose the seed.
+	c, err := localpg.Start(sctx, localpg.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
