@@ -26,6 +26,8 @@ type SlotExtra struct {
 	Failover bool
 	// Synced (17+) means this is a standby's copy of a primary's failover slot.
 	Synced bool
+	// HasFailover says the server has failover slots (the failover column).
+	HasFailover bool
 }
 
 // slotExtraColumns are the optional columns, each with its zero value.
@@ -49,13 +51,14 @@ func LookupSlotExtra(ctx context.Context, q Querier, name string) (x SlotExtra, 
 		for _, h := range have {
 			if h == c.name {
 				cols[i] = "coalesce(" + c.name + ", " + c.zero + ")"
+				x.HasFailover = x.HasFailover || h == "failover"
 			}
 		}
 	}
 	err = q.QueryRow(ctx, `SELECT `+strings.Join(cols, ", ")+` FROM pg_replication_slots WHERE slot_name = $1`, name).
 		Scan(&x.Conflicting, &x.InvalidationReason, &x.InactiveSince, &x.Failover, &x.Synced)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return SlotExtra{}, false, nil
+		return SlotExtra{HasFailover: x.HasFailover}, false, nil
 	}
 	if err != nil {
 		return SlotExtra{}, false, fmt.Errorf("cdc: look up slot %s: %w", name, err)

@@ -150,7 +150,12 @@ type SlotStatus struct {
 	WALStatus         string `json:"wal_status,omitempty"`
 	RetainedBytes     int64  `json:"retained_bytes"` // pg_current_wal_lsn() - restart_lsn
 	LagBytes          int64  `json:"lag_bytes"`      // pg_current_wal_lsn() - confirmed_flush_lsn
-	holder            *cdc.Backend
+	// Failover (17+, null before) says standbys with sync_replication_slots keep a copy.
+	Failover *bool `json:"failover"`
+	// InvalidationReason (17+) says why the slot can no longer be used.
+	InvalidationReason string     `json:"invalidation_reason,omitempty"`
+	InactiveSince      *time.Time `json:"inactive_since,omitempty"` // 17+
+	holder             *cdc.Backend
 }
 
 func slotStatus(ctx context.Context, q cdc.Querier, name string) (SlotStatus, error) {
@@ -162,6 +167,14 @@ func slotStatus(ctx context.Context, q cdc.Querier, name string) (SlotStatus, er
 	st = SlotStatus{Name: s.Name, Exists: true, Plugin: s.Plugin, Database: s.Database, Active: s.Active, ActivePID: s.ActivePID,
 		RestartLSN: s.RestartLSN.String(), ConfirmedFlushLSN: s.ConfirmedFlushLSN.String(), WALStatus: s.WALStatus,
 		RetainedBytes: s.RetainedBytes, LagBytes: s.LagBytes}
+	x, ok, err := cdc.LookupSlotExtra(ctx, q, name)
+	if err != nil {
+		return st, err
+	}
+	if ok && x.HasFailover {
+		st.Failover = &x.Failover
+	}
+	st.InvalidationReason, st.InactiveSince = x.InvalidationReason, x.InactiveSince
 	if s.Active && s.ActivePID != 0 {
 		b, found, err := cdc.LookupBackend(ctx, q, s.ActivePID)
 		if err != nil {
@@ -209,6 +222,15 @@ func (s SlotStatus) WriteText(w io.Writer) error {
 		{"lag", fmt.Sprintf("%d bytes (%s)", s.LagBytes, Bytes(s.LagBytes))},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+	}
+	if s.Failover != nil {
+		fmt.Fprintf(tw, "failover\t%v\n", *s.Failover)
+	}
+	if s.InvalidationReason != "" {
+		fmt.Fprintf(tw, "invalidation_reason\t%s\n", s.InvalidationReason)
+	}
+	if s.InactiveSince != nil {
+		fmt.Fprintf(tw, "inactive_since\t%s\n", s.InactiveSince.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }

@@ -1,6 +1,7 @@
 package doctor_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -26,6 +27,20 @@ func checkFailoverFlag(t *testing.T, failover bool) {
 		}
 		sqlExec(t, dbURL, pubDDL(t, dbURL), create)
 		rep := doctor.Run(ctx(t), input(dbURL))
+		st, err := doctor.ReadSlot(ctx(t), input(dbURL))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		if err := st.WriteText(&text); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case v < 170000 && (st.Failover != nil || strings.Contains(text.String(), "\nfailover ")):
+			t.Fatalf("slot status shows failover on %d: %s", v, text.String())
+		case v >= 170000 && (st.Failover == nil || *st.Failover != failover || !strings.Contains(text.String(), fmt.Sprintf("failover             %v", failover))):
+			t.Fatalf("slot status: failover %v, want %v:\n%s", st.Failover, failover, text.String())
+		}
 		if v < 170000 {
 			if _, ok := rep.Find("failover.slot"); ok {
 				t.Fatalf("failover.slot checked on %d", v)
