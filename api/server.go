@@ -36,11 +36,9 @@ type Options struct {
 	Bus hub.Bus
 	// Status serves /v1/status; nil serves only the API's own figures.
 	Status StatusFunc
-	// Ready answers /readyz (replication connected and caught up); nil
-	// means always ready.
-	Ready func() bool
-	// NotReadyReason, if set, says in /readyz's 503 why it is not ready.
-	NotReadyReason func() string
+	// Ready answers /readyz: nil when replication is connected and caught
+	// up, else why not. It must answer within a second; nil means always ready.
+	Ready func(context.Context) error
 	// Registerer receives the hub's and API's metrics; Gatherer serves
 	// /metrics. Both nil: prometheus.DefaultRegisterer/DefaultGatherer.
 	Registerer prometheus.Registerer
@@ -61,8 +59,7 @@ type Server struct {
 	bus     hub.Bus
 	hub     *hub.Hub
 	status  StatusFunc
-	ready   func() bool
-	why     func() string
+	ready   func(context.Context) error
 	gather  prometheus.Gatherer
 	logger  *slog.Logger
 	m       *metrics
@@ -104,13 +101,13 @@ func NewServer(o Options) (*Server, error) {
 		}
 	}
 	if o.Ready == nil {
-		o.Ready = func() bool { return true }
+		o.Ready = func(context.Context) error { return nil }
 	}
 	if o.Version == "" {
 		o.Version = "dev"
 	}
 	s := &Server{
-		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, status: o.Status, ready: o.Ready, why: o.NotReadyReason,
+		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, status: o.Status, ready: o.Ready,
 		gather: o.Gatherer, logger: o.Logger, m: newMetrics(o.Registerer), version: o.Version, codecs: wire.Codecs(),
 	}
 	hcs := make([]hub.Codec, len(s.codecs))

@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -23,7 +22,12 @@ import (
 
 // EngineConfig is what the pipeline needs; zero durations take defaults.
 type EngineConfig struct {
+	// DatabaseURL is the source database: its tables, publication and slot.
 	DatabaseURL string
+	// StoreURL is where repstream's schema (state, delta log, row shadow,
+	// checkpoint) lives; empty means the source database. Another database
+	// leaves the source read-only but for the slot.
+	StoreURL    string
 	Slot        string
 	Publication string
 	// CreatePublication allows creating the publication when it is missing.
@@ -66,6 +70,7 @@ type Engine struct {
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
+	problems problems
 	// down is why the last connection attempt or session failed, for /readyz.
 	down atomic.Pointer[string]
 
@@ -102,51 +107,81 @@ func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, e
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if cfg.StoreURL == "" {
+		cfg.StoreURL = cfg.DatabaseURL
+	}
+	pool, err := newPool(ctx, cfg.DatabaseURL, "database_url")
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, err
+	}
+	storePool := pool
+	if cfg.StoreURL != cfg.DatabaseURL {
+		if storePool, err = newPool(ctx, cfg.StoreURL, "store.database_url"); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(storePool)}
+	e.metrics = newEngineMetrics(e)
+	return e, nil
+}
+
+// newPool connects a pool; key names the configuration key of url in errors.
+func newPool(ctx context.Context, url, key string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &ConfigError{key, err.Error()}
 	}
 	pcfg.AfterConnect = RegisterTypes
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "repstream"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, fmt.Errorf("stream: %s: %w", key, err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
-		pool: pool, store: NewStore(pool)}
-	e.metrics = newEngineMetrics(e)
-	return e, nil
+	return pool, nil
 }
 
 // Store is the engine's durable store (its Log).
 func (e *Engine) Store() *Store { return e.store }
 
+// Slot looks up the replication slot on the source database.
+func (e *Engine) Slot(ctx context.Context) (cdc.Slot, bool, error) {
+	return cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+}
+
 // Rules are the compiled sources.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
-// Close releases the read pool; call it after Run returned.
-func (e *Engine) Close() { e.pool.Close() }
+// Close releases the pools; call it after Run returned.
+func (e *Engine) Close() {
+	if sp := e.store.Pool(); sp != e.pool {
+		sp.Close()
+	}
+	e.pool.Close()
+}
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
-	Meta     Meta
-	Reader   cdc.Status
-	Stats    ApplyStats
-	LagTime  time.Duration // commit → apply delay (see Status)
-	HasMeta  bool
-	Ready    bool
-	Restarts uint64 // replication sessions that failed and were retried
-	Sources  int
-	Hash     string
-	Slot     string
-	Pub      string
+	Meta    Meta
+	Reader  cdc.Status
+	Stats   ApplyStats
+	LagTime time.Duration // commit → apply delay (see Status)
+	HasMeta bool
+	// Connected is the applier's own view: a session streams and had applied all it got at least once.
+	Connected bool
+	Restarts  uint64 // replication sessions that failed and were retried
+	Sources   int
+	Hash      string
+	Slot      string
+	Pub       string
 }
 
 // Status reports positions and counters.
 func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
+	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Connected: e.ready.Load(),
 		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
@@ -163,46 +198,9 @@ func (e *Engine) Status() EngineStatus {
 	return s
 }
 
-// Ready reports whether replication is connected and caught up: the
-// applier has nothing pending and Postgres's walsender says it has sent
-// everything (state streaming, not catchup), so a backlog still on its way
-// does not count as caught up.
-func (e *Engine) Ready() bool {
-	if !e.ready.Load() {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var state string
-	err := e.pool.QueryRow(ctx, `
-SELECT r.state FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&state)
-	return err == nil && state == "streaming"
-}
-
-// NotReadyReason says why Ready is false, for /readyz; "" when ready.
-func (e *Engine) NotReadyReason() string {
-	if e.Ready() {
-		return ""
-	}
-	e.mu.Lock()
-	connected := e.reader != nil && e.reader.Status().Connected
-	e.mu.Unlock()
-	switch why := e.down.Load(); {
-	case e.ready.Load():
-		return "replication is connected; the walsender is still sending the backlog"
-	case connected:
-		return "replication is connected and catching up"
-	case why != nil:
-		return "replication is not connected: " + *why
-	default:
-		return "replication is starting"
-	}
-}
-
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
-	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
+	if err := migrations.Up(e.cfg.StoreURL); err != nil {
 		return &FatalError{err}
 	}
 	return nil
@@ -218,8 +216,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	pctx, stopPrune := context.WithCancel(ctx)
 	defer stopPrune()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); e.pruneLoop(pctx) }()
+	go func() { defer wg.Done(); e.repeatProblems(pctx) }()
 
 	attempt := 0
 	first := true
@@ -291,18 +290,27 @@ func (e *Engine) migrateWhenReachable(ctx context.Context) error {
 	}
 }
 
-// reachable pings the database. A wrong password, a role or database that
-// does not exist are configuration errors: waiting does not fix them.
+// reachable pings the source database and the store. A wrong password, a
+// role or database that does not exist are configuration errors: waiting
+// does not fix them.
 func (e *Engine) reachable(ctx context.Context) error {
-	err := e.pool.Ping(ctx)
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		switch pe.Code {
-		case "28P01", "28000", "3D000": // invalid_password, invalid_authorization_specification, invalid_catalog_name
-			return &ConfigError{"database_url", fmt.Sprintf("%s (SQLSTATE %s); fix the URL or the role", pe.Message, pe.Code)}
+	for _, db := range []struct {
+		key  string
+		pool *pgxpool.Pool
+	}{{"database_url", e.pool}, {"store.database_url", e.store.Pool()}} {
+		err := db.pool.Ping(ctx)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case "28P01", "28000", "3D000": // invalid_password, invalid_authorization_specification, invalid_catalog_name
+				return &ConfigError{db.key, fmt.Sprintf("%s (SQLSTATE %s); fix the URL or the role", pe.Message, pe.Code)}
+			}
+		}
+		if err != nil {
+			return err
 		}
 	}
-	return err
+	return nil
 }
 
 // backoff is exponential with full jitter, capped at 30s.
@@ -377,6 +385,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
+	if err := e.resolveWhere(ctx); err != nil {
+		return err
+	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
 		return err
@@ -390,7 +401,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.AsyncCommit)
+	w, err := newWriter(ctx, e.cfg.StoreURL, e.cfg.AsyncCommit)
 	if err != nil {
 		return err
 	}
@@ -460,9 +471,9 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	sconn, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
 	if err != nil {
-		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
@@ -639,6 +650,10 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
 	err := e.applyLoop(ctx, ap, events, readErr)
+	if so := (*SumOverflowError)(nil); errors.As(err, &so) {
+		e.Report(Problem{Code: "sum_overflow", Reason: so.Error() + "; nothing from that transaction on is derived",
+			Fix: fmt.Sprintf("the subject holds more than %d ratings' worth of its scale's far end: narrow the scales that feed it, or score a column in larger units (a new configuration reloads)", int64(MaxSubjectRatings))})
+	}
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
 	e.stats = e.base
@@ -811,7 +826,8 @@ func (e *Engine) flushLoop(ctx context.Context, d *durable) {
 			continue
 		}
 		var flush LSN
-		if err := e.pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
+		// The store's commits wait for the store server's flush.
+		if err := e.store.Pool().QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
 			continue // the session is ending, or will
 		}
 		d.flushed(flush)

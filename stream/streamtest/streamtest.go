@@ -128,15 +128,35 @@ func Diff(truth, derived map[string]Fig) string {
 // WaitConverged waits until the derived state equals the SQL truth.
 func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 	t.Helper()
+	WaitConvergedIn(t, conn, conn, within)
+}
+
+// WaitConvergedIn waits until the derived state in store equals the SQL
+// truth over the source tables in src.
+func WaitConvergedIn(t testing.TB, src, store *pgx.Conn, within time.Duration) {
+	t.Helper()
+	waitConverged(t, src, store, recompute, within)
+}
+
+// WaitConvergedTo waits until the derived state equals what truth, a query
+// returning (subject, count, sum in millionths) per subject, recomputes from
+// a test's own source tables.
+func WaitConvergedTo(t testing.TB, conn *pgx.Conn, truth string, within time.Duration) {
+	t.Helper()
+	waitConverged(t, conn, conn, truth, within)
+}
+
+func waitConverged(t testing.TB, src, store *pgx.Conn, truthSQL string, within time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
 	last := ""
 	for {
-		truth, err := Truth(ctx, conn)
+		truth, err := figures(ctx, src, truthSQL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		derived, err := Derived(ctx, conn)
+		derived, err := Derived(ctx, store)
 		if err == nil {
 			if last = Diff(truth, derived); last == "" {
 				return
