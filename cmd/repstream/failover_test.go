@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,87 +15,11 @@ import (
 	"github.com/repstream/repstream/stream/streamtest"
 )
 
-// proxy is a TCP proxy to one Postgres at a time: the stand-in for the
-// virtual IP or DNS name a managed service moves to the new primary.
-type proxy struct {
-	ln     net.Listener
-	mu     sync.Mutex
-	target string
-	conns  map[net.Conn]struct{}
-	wg     sync.WaitGroup
-}
-
-func newProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) accept() {
-	defer p.wg.Done()
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.mu.Lock()
-		target := p.target
-		p.mu.Unlock()
-		s, err := net.DialTimeout("tcp", target, 5*time.Second)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns[c], p.conns[s] = struct{}{}, struct{}{}
-		p.mu.Unlock()
-		p.wg.Add(2)
-		pipe := func(dst, src net.Conn) {
-			defer p.wg.Done()
-			io.Copy(dst, src) //nolint:errcheck // either side closing ends both
-			dst.Close()
-			src.Close()
-			p.mu.Lock()
-			delete(p.conns, dst)
-			delete(p.conns, src)
-			p.mu.Unlock()
-		}
-		go pipe(c, s)
-		go pipe(s, c)
-	}
-}
-
-// switchTo sends new connections to target and cuts the existing ones, as
-// a failover does.
-func (p *proxy) switchTo(target string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.target = target
-	for c := range p.conns {
-		c.Close()
-	}
-}
-
-func (p *proxy) close() {
-	p.ln.Close()
-	p.switchTo("")
-	p.wg.Wait()
-}
-
 // topology is a primary, a physical standby made by a cold copy of its data
 // directory, and a proxy in front of the primary.
 type topology struct {
 	primary, standby *localpg.Cluster
-	proxy            *proxy
+	proxy            *streamtest.Proxy
 	version          int
 }
 
@@ -144,14 +65,14 @@ func newTopology(t *testing.T, syncSlots bool) *topology {
 		streamtest.Exec(t, admin, `SELECT pg_reload_conf()`)
 		admin.Close(ctx)
 	}
-	return &topology{primary: primary, standby: standby, proxy: newProxy(t, addrOf(primary)), version: version}
+	return &topology{primary: primary, standby: standby, proxy: streamtest.NewProxy(t, addrOf(primary)), version: version}
 }
 
 func addrOf(c *localpg.Cluster) string { return fmt.Sprintf("127.0.0.1:%d", c.Port) }
 
 // url is database app through the proxy.
-func (tp *topology) url() string {
-	return "postgres://postgres@" + tp.proxy.addr() + "/app?sslmode=disable"
+func (tp *topology) url(t testing.TB) string {
+	return tp.proxy.URL(t, tp.primary.URL("app"))
 }
 
 // failover crashes the primary, promotes the standby and points the proxy at it.
@@ -165,7 +86,7 @@ func (tp *topology) failover(t *testing.T) {
 	if err := tp.standby.Promote(ctx); err != nil {
 		t.Fatal(err)
 	}
-	tp.proxy.switchTo(addrOf(tp.standby))
+	tp.proxy.Retarget(addrOf(tp.standby))
 }
 
 // writeThrough writes the random workload through the proxy until ctx
@@ -258,7 +179,7 @@ func testFailover(t *testing.T, syncSlots bool) {
 	}
 	seed := testSeed(t)
 	tp := newTopology(t, syncSlots)
-	cfg := writeConfig(t, tp.url(), "app", "")
+	cfg := writeConfig(t, tp.url(t), "app", "")
 	p := start(t, nil, "serve", "--config", cfg)
 	base := "http://" + listenAddr(t, p)
 	waitReady(t, base, 90*time.Second)
@@ -266,7 +187,7 @@ func testFailover(t *testing.T, syncSlots bool) {
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	wait := writeThrough(ctx, tp.url(), seed)
+	wait := writeThrough(ctx, tp.url(t), seed)
 	time.Sleep(1500 * time.Millisecond)
 	if syncSlots {
 		tp.waitSynced(t, "app")
@@ -288,12 +209,12 @@ func testFailover(t *testing.T, syncSlots bool) {
 	promoted := time.Now()
 	tp.failover(t)
 	t.Logf("primary killed, standby promoted, proxy switched in %s; first delta from the new primary after %s",
-		time.Since(promoted).Round(time.Millisecond), firstDelta(t, tp.url(), promoted).Round(time.Millisecond))
+		time.Since(promoted).Round(time.Millisecond), firstDelta(t, tp.url(t), promoted).Round(time.Millisecond))
 	time.Sleep(2 * time.Second)
 	stop()
 	wait()
 
-	conn := streamtest.Connect(t, tp.url())
+	conn := streamtest.Connect(t, tp.url(t))
 	streamtest.WaitConverged(t, conn, 90*time.Second)
 	streamtest.CheckLog(t, conn)
 	out := p.output()

@@ -39,8 +39,8 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	}
 	// Through a proxy that cuts every connection until the database is back:
 	// a stopped cluster's port may be taken by a cluster of another test.
-	px := newProxy(t, "")
-	dbURL := "postgres://postgres@" + px.addr() + "/app?sslmode=disable"
+	px := streamtest.NewProxy(t, "")
+	dbURL := px.URL(t, c.URL("app"))
 
 	p := start(t, nil, "serve", "--config", writeConfig(t, dbURL, "app", ""))
 	base := "http://" + listenAddr(t, p)
@@ -56,14 +56,14 @@ func TestServeWaitsForDatabase(t *testing.T) {
 		t.Fatalf("/healthz = %d %s while the database is down, want 200", code, body)
 	}
 	code, body := httpGet(t, base+"/readyz", "")
-	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "database unreachable") || !strings.Contains(string(body), px.addr()) {
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(body), "database unreachable") || !strings.Contains(string(body), "database=app") {
 		t.Fatalf("/readyz = %d %s, want 503 naming the unreachable database", code, body)
 	}
 
 	if err := c.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
-	px.switchTo(addrOf(c))
+	px.Retarget(addrOf(c))
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if code, _ := httpGet(t, base+"/readyz", ""); code == http.StatusOK {
 			break
