@@ -244,9 +244,13 @@ func (r *run) checkPublication(ctx context.Context) error {
 		need := union(pl.Keys[t.String()], t.Columns)
 		pt, in := pub.Tables[t.String()]
 		if !in {
+			as := t.Qualified()
+			if pub.ColumnLists { // 14 has none
+				as += " (" + quoteList(need) + ")"
+			}
 			r.add("publication.table"+sfx, Fail, fmt.Sprintf("publication %s does not include table %s", name, t),
-				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s); -- as the owner of both; then `repstream slot drop --yes` if the slot already exists (it would miss the table's earlier changes)",
-					quoteIdent(name), t.Qualified(), quoteList(need)))
+				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; -- as the owner of both; then `repstream slot drop --yes` if the slot already exists (it would miss the table's earlier changes)",
+					quoteIdent(name), as))
 			continue
 		}
 		via := members[t.String()].via

@@ -12,6 +12,7 @@ import (
 // and the shapes serve supports are not.
 func TestTableShapes(t *testing.T) {
 	dbURL, _ := newDB(t)
+	needColumnLists(t, dbURL)
 	sqlExec(t, dbURL,
 		`CREATE TABLE public.deferred (id int PRIMARY KEY DEFERRABLE, seller_id int, rating int)`,
 		`CREATE TABLE public.deferred_full (id int PRIMARY KEY DEFERRABLE, seller_id int, rating int)`,
