@@ -36,6 +36,14 @@ type ApplierConfig struct {
 	MaxGroupDelay time.Duration
 	// CacheRows bounds the in-memory row shadow cache (zero: 100000 rows).
 	CacheRows int
+	// CacheBytes bounds the row shadow cache's memory too, for rows with
+	// long values (zero: 32 MiB).
+	CacheBytes int
+	// SpillBytes is how much pending row shadow an open group holds before
+	// writing it into its store transaction (zero: 16 MiB); it also spills
+	// past MaxGroupChanges rows. A source transaction of any size thus
+	// holds bounded memory, and still commits in one store transaction.
+	SpillBytes int
 	// CacheStates bounds the in-memory state cache (zero: 200000 subjects).
 	CacheStates int
 }
@@ -61,10 +69,12 @@ type applier struct {
 	checkpoint LSN // last committed position
 
 	rowCache   map[rowKey][]*string // shadow rows as the open group sees them
+	cacheBytes int                  // what rowCache holds, estimated by rowSize
 	stateCache map[string]State     // states as the open group sees them
 
 	// the open group
 	dirty       map[rowKey]shadowRow
+	dirtyBytes  int              // what dirty holds, estimated by rowSize
 	changed     map[string]State // the group's new states, by subject
 	txns        []Txn
 	pending     []*txnAcc // completed transactions not yet folded into states
@@ -122,6 +132,12 @@ func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Log
 	if cfg.CacheStates <= 0 {
 		cfg.CacheStates = 200000
 	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 32 << 20
+	}
+	if cfg.SpillBytes <= 0 {
+		cfg.SpillBytes = 16 << 20
+	}
 	a := &applier{cfg: cfg, commitTime: commitTime, log: log, w: w, prior: prior, rules: map[string]*Rule{}, keys: keys,
 		bound: map[*cdc.Relation]*binding{}, pub: pub, onDone: onDone, checkpoint: checkpoint,
 		rowCache: map[rowKey][]*string{}, stateCache: map[string]State{}, displaced: map[rowKey][][]*string{}}
@@ -139,6 +155,7 @@ func (a *applier) resetGroup() {
 		a.dirty, a.changed = map[rowKey]shadowRow{}, map[string]State{}
 	}
 	clear(a.dirty)
+	a.dirtyBytes = 0
 	clear(a.changed)
 	a.txns = nil
 	a.pending = nil
@@ -280,16 +297,40 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 	if err := a.foldPending(ctx); err != nil {
 		return err
 	}
-	if len(a.dirty) > 20000 { // a huge transaction: spill the shadow into the open group
-		if err := a.w.begin(ctx); err != nil {
-			return err
-		}
-		if err := a.w.writeRows(ctx, a.dirty); err != nil {
-			return err
-		}
-		clear(a.dirty)
+	// Memory stays bounded whatever a transaction's size or shape: the
+	// cache forgets, and a big group's pending shadow goes to its store
+	// transaction, which commits with the rest of the group.
+	a.trimCaches()
+	if len(a.dirty) > a.cfg.MaxGroupChanges || a.dirtyBytes > a.cfg.SpillBytes {
+		return a.spill(ctx)
 	}
 	return nil
+}
+
+// spill writes the group's pending shadow changes into its store
+// transaction, opening it if need be; they commit with the group.
+func (a *applier) spill(ctx context.Context) error {
+	if err := a.w.begin(ctx); err != nil {
+		return err
+	}
+	if err := a.w.writeRows(ctx, a.dirty); err != nil {
+		return err
+	}
+	clear(a.dirty)
+	a.dirtyBytes = 0
+	return nil
+}
+
+// rowSize estimates the memory a shadow row holds in a map: the entry, its
+// key and its values.
+func rowSize(k rowKey, vals []*string) int {
+	n := 96 + len(k.key) + 8*len(vals)
+	for _, v := range vals {
+		if v != nil {
+			n += 16 + len(*v)
+		}
+	}
+	return n
 }
 
 // open opens a group if none is; its store transaction starts only when
@@ -343,14 +384,20 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 	}
 	a.trimCaches()
 	for _, k := range need {
-		a.rowCache[k] = got[k] // nil: no such row
+		a.cache(k, got[k]) // nil: no such row
 	}
 	return nil
 }
 
+// cache records a shadow row as the open group sees it.
+func (a *applier) cache(k rowKey, vals []*string) {
+	a.rowCache[k] = vals
+	a.cacheBytes += rowSize(k, vals) // an overwrite counts twice: trimmed a little early
+}
+
 func (a *applier) trimCaches() {
-	if len(a.rowCache) > a.cfg.CacheRows {
-		a.rowCache = map[rowKey][]*string{}
+	if len(a.rowCache) > a.cfg.CacheRows || a.cacheBytes > a.cfg.CacheBytes {
+		a.rowCache, a.cacheBytes = map[rowKey][]*string{}, 0
 	}
 	if len(a.stateCache) > a.cfg.CacheStates {
 		a.stateCache = map[string]State{}
@@ -369,7 +416,7 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.rowCache[k] = got[k]
+	a.cache(k, got[k])
 	return got[k], nil
 }
 
@@ -377,11 +424,12 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 // store holds the row before this change; the first change of a group to a
 // row decides, since later ones only see the group's own pending values.
 func (a *applier) setRow(k rowKey, vals []*string, stored bool) {
-	a.rowCache[k] = vals
+	a.cache(k, vals)
 	if prev, ok := a.dirty[k]; ok {
 		stored = prev.stored
 	}
 	a.dirty[k] = shadowRow{vals: vals, stored: stored}
+	a.dirtyBytes += rowSize(k, vals)
 }
 
 // preKey is the key prefetch computed for an update or delete: the old
@@ -630,13 +678,9 @@ func (a *applier) truncate(ctx context.Context, b *binding) error {
 	a.open()
 	r := b.rule
 	// The shadow in the store must be current before it is scanned.
-	if err := a.w.begin(ctx); err != nil {
+	if err := a.spill(ctx); err != nil {
 		return err
 	}
-	if err := a.w.writeRows(ctx, a.dirty); err != nil {
-		return err
-	}
-	clear(a.dirty)
 	err := a.w.scanSource(ctx, r.ID, func(vals []*string) {
 		if c, ok := r.Contribute(vals); ok {
 			a.cur.add(c, -1, r.buckets)

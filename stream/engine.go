@@ -610,8 +610,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	// durable and confirmed, so its final status update carries it.
 	rctx, rcancel := context.WithCancel(context.Background())
 	defer rcancel()
-	// A deep queue lets decoding run ahead while a group commits.
-	events := make(chan cdc.Event, 65536)
+	// A deep queue lets decoding run ahead while a group commits; the
+	// reader bounds its memory by bytes (QueueBytes), the channel its count.
+	events := make(chan cdc.Event, queueEvents)
 	readErr := make(chan error, 1)
 	readDone := make(chan struct{})
 	var readRes error
@@ -641,7 +642,7 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	ap.watch(shapes, &guard{e: e})
 	wg.Add(1)
 	go func() { defer wg.Done(); e.watchSchema(ctx, ap.guard, shapes, end) }()
-	err := e.applyLoop(ctx, ap, events, readErr)
+	err := e.applyLoop(ctx, ap, events, reader.Release, readErr)
 	if errors.Is(context.Cause(ctx), errReload) {
 		err = errReload
 	}
@@ -683,7 +684,13 @@ func (e *Engine) flushForShutdown(w *writer, d *durable) {
 	}
 }
 
-func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, readErr <-chan error) error {
+// queueEvents is the capacity of the channel between reader and applier:
+// each slot costs an Event struct, row data or not.
+const queueEvents = 16384
+
+// applyLoop applies events in chunks, handing each chunk's footprint back
+// to the reader (release) once applied.
+func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, release func(int64), readErr <-chan error) error {
 	const chunk = 2048
 	buf := make([]cdc.Event, 0, chunk)
 	timer := time.NewTimer(time.Hour)
@@ -730,7 +737,14 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 				break drain
 			}
 		}
-		if err := ap.apply(ctx, buf); err != nil {
+		err := ap.apply(ctx, buf)
+		var held int64
+		for i := range buf {
+			held += buf[i].Footprint
+			buf[i] = cdc.Event{} // the chunk's tuples are garbage now
+		}
+		release(held)
+		if err != nil {
 			return err
 		}
 		more := len(events) > 0
