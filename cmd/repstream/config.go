@@ -38,6 +38,15 @@ type Config struct {
 	API               api.Config      `yaml:"api"`
 	Bus               BusConfig       `yaml:"bus"`
 	Alerts            AlertConfig     `yaml:"alerts"`
+	Metrics           MetricsConfig   `yaml:"metrics"`
+}
+
+// MetricsConfig says where /metrics is served.
+type MetricsConfig struct {
+	// Listen, when set, serves /metrics on this address alone (say
+	// 127.0.0.1:9090 for a local Prometheus), and not on listen, which
+	// clients reach. Empty serves it on listen, without authentication.
+	Listen string `yaml:"listen"`
 }
 
 // LogConfig chooses the log format and level.

@@ -199,7 +199,8 @@ func devAuth(cfg *Config, secretFile string) {
 
 // devToken writes a new random HS256 secret to secretFile (64 hex digits,
 // no newline; those ASCII bytes are the key) and returns a token signed
-// with it: subject "dev", every subject readable, valid for 24 hours.
+// with it: subject "dev", every subject readable, /v1/status too, valid for
+// 24 hours.
 func devToken(secretFile string) (string, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -209,5 +210,5 @@ func devToken(secretFile string) (string, error) {
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
 		return "", fmt.Errorf("dev: write the JWT secret: %w", err)
 	}
-	return mintToken(secret, "dev", []string{"*"}, 24*time.Hour)
+	return mintToken(secret, "dev", []string{"*"}, 24*time.Hour, true)
 }
