@@ -43,6 +43,7 @@ Ctrl-C stops everything and removes the data directory.`,
 		f.BoolVar(&o.story, "story", true, "demo writer: tell the story of a seller whose shipments run late")
 		f.DurationVar(&o.viralEvery, "viral-every", 30*time.Second, "demo writer: how often a product goes viral; 0 means never")
 		f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+		f.StringSliceVar(&o.allowOrigins, "allow-origin", nil, "a browser origin (scheme://host:port, or *) whose pages may use the API and load /repstream.js; repeat or comma-separate (key api.allowed_origins)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd.Context(), cmd.OutOrStdout(), o)
 		}
@@ -57,6 +58,8 @@ type devOptions struct {
 	story      bool
 	viralEvery time.Duration
 	logLevel   string
+	// allowOrigins, when set, replaces api.allowed_origins.
+	allowOrigins []string
 }
 
 // runDev starts Postgres, the marketplace, its writer and the service, and
@@ -116,7 +119,7 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg, err := devConfig(dbURL, o.listen, o.logLevel, secretFile)
+	cfg, err := devConfig(dbURL, o, secretFile)
 	if err != nil {
 		return err
 	}
@@ -169,26 +172,34 @@ func stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// devConfig is the service's configuration for dev: the defaults, the demo's
-// sources and prior, and authentication with the secret in secretFile. The
-// environment is ignored on purpose: dev is the same everywhere.
-func devConfig(databaseURL, listen, level, secretFile string) (*Config, error) {
+// devConfig is the service's configuration for dev: the defaults and the
+// REPSTREAM_ environment (api.allowed_origins, say), then the demo's
+// database, sources and prior, the flags, and authentication with the
+// secret in secretFile, which the environment cannot change.
+func devConfig(databaseURL string, o devOptions, secretFile string) (*Config, error) {
 	k := koanf.New(".")
 	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
 		return nil, err
 	}
-	var cfg Config
-	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
+	var keyErrs []error
+	if err := loadEnv(k, &keyErrs); err != nil {
 		return nil, err
 	}
+	var cfg Config
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
+		return nil, errors.Join(append(keyErrs, fmt.Errorf("config: %w", err))...)
+	}
 	cfg.DatabaseURL = databaseURL
-	cfg.Listen = listen
-	cfg.Log.Level = level
+	cfg.Listen = o.listen
+	cfg.Log.Level = o.logLevel
 	cfg.Sources = demo.Sources()
 	cfg.Reputation = demo.Prior()
 	cfg.Retention = 24 * time.Hour
+	if len(o.allowOrigins) > 0 {
+		cfg.API.AllowedOrigins = o.allowOrigins
+	}
 	devAuth(&cfg, secretFile)
-	return &cfg, cfg.validate()
+	return &cfg, errors.Join(append(keyErrs, cfg.validate(), cfg.API.Validate())...)
 }
 
 // devAuth turns token authentication on with the HS256 secret in secretFile.
