@@ -110,7 +110,11 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		return fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", web.Handler())
+	webH := web.Handler()
+	mux.Handle("/", webH)
+	// Pages on the origins in api.allowed_origins import the client.
+	mux.Handle("/repstream.js", srv.CORS(webH))
+	mux.Handle("/repstream.d.ts", srv.CORS(webH))
 	apiH := srv.Handler()
 	paths := []string{"/v1/", "/healthz", "/readyz"}
 	var metricsSrv *http.Server
