@@ -843,6 +843,7 @@ export class RepstreamClient {
    */
   _onClose(code, reason) {
     this._ws = null;
+    const refusedAtHello = !this._welcomed;
     const wasStable = this._welcomedAt !== null && this._now() - this._welcomedAt >= this._stableMs;
     this._welcomed = false;
     this._welcomedAt = null;
@@ -858,7 +859,15 @@ export class RepstreamClient {
           return;
         }
         this._forceToken = true;
-        this._log.info('repstream: token rejected or expired (4001); reconnecting with a fresh token');
+        if (refusedAtHello) {
+          // The token getToken gave was refused outright (malformed, wrong
+          // key, expired on arrival): the application must hear of it, not
+          // watch the client loop between connecting and offline.
+          this._log.warn(`repstream: the server refused the token from getToken (4001): ${reason}`);
+          this._emitError({ code: 'unauthenticated', message: reason || 'token refused', closeCode: code });
+        } else {
+          this._log.info('repstream: token rejected or expired (4001); reconnecting with a fresh token');
+        }
         break;
       case 4008:
         this._log.warn('repstream: slow consumer (4008); reconnecting to resume');
