@@ -74,7 +74,9 @@ export const STATUS = Object.freeze({
  * @property {boolean} reset  true if the snapshot replaced a cursor that was too old
  *
  * @typedef {object} RepstreamError
- * @property {string} code        server error code, or 'unauthenticated', 'token', 'socket', 'protocol'
+ * @property {string} code        a server error code (bad_request, unauthenticated, forbidden, bad_cursor,
+ *                                too_many_subscriptions, internal) or one of the client's: 'unauthenticated',
+ *                                'token', 'socket', 'protocol', 'policy', 'too_many_connections' (repstream.d.ts)
  * @property {string} message
  * @property {number} [id]        request id the server error refers to
  * @property {number} [closeCode] WebSocket close code, when the error is a close
