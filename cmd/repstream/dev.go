@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,12 +157,22 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 		fmt.Fprintf(out, `repstream dev: the demo marketplace is live
   dashboard:  %s/#token=%s
   curl:       curl -H 'Authorization: Bearer %s' '%s/v1/subjects?prefix=seller:&order=bayes&limit=10'
+  token:      TOKEN=%s
   postgres:   psql '%s'
-  secret:     %s (HS256; the token is for subjects ["*"] and expires in 24h)
+  secret:     %s (HS256; the token is for subjects ["*"] and /v1/status, and expires in 24h)
+  origins:    %s (api.allowed_origins; --allow-origin adds one)
 Ctrl-C stops everything and removes the data dir.
-`, base, token, token, base, dbURL, secretFile)
+`, base, token, token, base, token, dbURL, secretFile, originsText(cfg.API.AllowedOrigins))
 	})
 	return stopped(ctx, err)
+}
+
+// originsText says which browser origins may use the service.
+func originsText(origins []string) string {
+	if len(origins) == 0 {
+		return "none but this one"
+	}
+	return strings.Join(origins, ", ")
 }
 
 // stopped drops err when it only reports that ctx ended (Ctrl-C during startup).
