@@ -177,10 +177,11 @@ func sortedKeys(m map[string]any) []string {
 }
 
 // nonConfigEnv are REPSTREAM_ variables that are not configuration keys:
-// tail's token and the tests' settings.
+// tail's token and the tests' settings (new ones belong under
+// REPSTREAM_TEST_).
 func nonConfigEnv(name string) bool {
 	switch name {
-	case "REPSTREAM_TOKEN", "REPSTREAM_CHROMIUM", "REPSTREAM_ARTIFACTS":
+	case "REPSTREAM_TOKEN", "REPSTREAM_CHROMIUM", "REPSTREAM_ARTIFACTS", "REPSTREAM_WS_MEM_N":
 		return true
 	}
 	return strings.HasPrefix(name, "REPSTREAM_TEST_")
