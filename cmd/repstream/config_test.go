@@ -209,3 +209,38 @@ func TestDoctorUnknownKey(t *testing.T) {
 		}
 	}
 }
+
+// TestDevConfigReadsEnvironment: `repstream dev` takes api.allowed_origins
+// from REPSTREAM_API__ALLOWED_ORIGINS, --allow-origin replaces it, and a
+// misspelt variable is refused there too.
+func TestDevConfigReadsEnvironment(t *testing.T) {
+	secret := writeFile(t, strings.Repeat("s", 64))
+	o := devOptions{listen: "127.0.0.1:0", logLevel: "info"}
+	t.Setenv("REPSTREAM_API__ALLOWED_ORIGINS", "http://localhost:5173,http://localhost:3000")
+	c, err := devConfig("postgres://dev@127.0.0.1/marketplace", o, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.API.AllowedOrigins, " "); got != "http://localhost:5173 http://localhost:3000" {
+		t.Errorf("allowed origins from the environment: %q", got)
+	}
+	if c.Auth.HS256SecretFile != secret || c.Auth.Insecure || len(c.Sources) == 0 {
+		t.Errorf("dev's own settings lost: auth %+v, %d sources", c.Auth, len(c.Sources))
+	}
+	o.allowOrigins = []string{"https://shop.example"}
+	if c, err = devConfig("postgres://dev@127.0.0.1/marketplace", o, secret); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.API.AllowedOrigins, " "); got != "https://shop.example" {
+		t.Errorf("--allow-origin: %q", got)
+	}
+	o.allowOrigins = []string{"shop.example"}
+	if _, err := devConfig("postgres://dev@127.0.0.1/marketplace", o, secret); err == nil || !strings.Contains(err.Error(), "api.allowed_origins") {
+		t.Errorf("--allow-origin without a scheme: %v", err)
+	}
+	o.allowOrigins = nil
+	t.Setenv("REPSTREAM_API__ALLOWED_ORIGIN", "http://x")
+	if _, err := devConfig("postgres://dev@127.0.0.1/marketplace", o, secret); err == nil || !strings.Contains(err.Error(), "REPSTREAM_API__ALLOWED_ORIGINS") {
+		t.Errorf("misspelt variable in dev: %v", err)
+	}
+}

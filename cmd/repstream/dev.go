@@ -19,6 +19,7 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/sql/demo"
 )
@@ -72,6 +73,9 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if err := (api.Config{AllowedOrigins: o.allowOrigins}).Validate(); err != nil {
+		return fmt.Errorf("--allow-origin: %w", err) // before Postgres starts
+	}
 
 	dir, err := os.MkdirTemp("", "repstream-dev-")
 	if err != nil {
