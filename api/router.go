@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
@@ -20,9 +21,11 @@ func (s *Server) routes() http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
-	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !s.ready() {
-			writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "replication is not connected or not caught up")
+	r.Get("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+		defer cancel()
+		if err := s.ready(ctx); err != nil {
+			writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "not ready: "+err.Error())
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})

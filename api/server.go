@@ -37,9 +37,9 @@ type Options struct {
 	Bus hub.Bus
 	// Status serves /v1/status; nil serves only the API's own figures.
 	Status StatusFunc
-	// Ready answers /readyz (replication connected and caught up); nil
-	// means always ready.
-	Ready func() bool
+	// Ready answers /readyz: nil when replication is connected and caught
+	// up, else why not. It must answer within a second; nil means always ready.
+	Ready func(context.Context) error
 	// Registerer receives the hub's and API's metrics; Gatherer serves
 	// /metrics. Both nil: prometheus.DefaultRegisterer/DefaultGatherer.
 	Registerer prometheus.Registerer
@@ -60,7 +60,7 @@ type Server struct {
 	bus     hub.Bus
 	hub     *hub.Hub
 	status  StatusFunc
-	ready   func() bool
+	ready   func(context.Context) error
 	gather  prometheus.Gatherer
 	logger  *slog.Logger
 	m       *metrics
@@ -103,7 +103,7 @@ func NewServer(o Options) (*Server, error) {
 		}
 	}
 	if o.Ready == nil {
-		o.Ready = func() bool { return true }
+		o.Ready = func(context.Context) error { return nil }
 	}
 	if o.Version == "" {
 		o.Version = "dev"

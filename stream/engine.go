@@ -23,7 +23,12 @@ import (
 
 // EngineConfig is what the pipeline needs; zero durations take defaults.
 type EngineConfig struct {
+	// DatabaseURL is the source database: its tables, publication and slot.
 	DatabaseURL string
+	// StoreURL is where repstream's schema (state, delta log, row shadow,
+	// checkpoint) lives; empty means the source database. Another database
+	// leaves the source read-only but for the slot.
+	StoreURL    string
 	Slot        string
 	Publication string
 	// CreatePublication allows creating the publication when it is missing.
@@ -66,6 +71,7 @@ type Engine struct {
 	ready  atomic.Bool
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
+	problems problems
 
 	metrics *engineMetrics
 }
@@ -100,51 +106,81 @@ func NewEngine(ctx context.Context, cfg EngineConfig, pub Publisher) (*Engine, e
 	if err != nil {
 		return nil, err
 	}
-	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if cfg.StoreURL == "" {
+		cfg.StoreURL = cfg.DatabaseURL
+	}
+	pool, err := newPool(ctx, cfg.DatabaseURL, "database_url")
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, err
+	}
+	storePool := pool
+	if cfg.StoreURL != cfg.DatabaseURL {
+		if storePool, err = newPool(ctx, cfg.StoreURL, "store.database_url"); err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
+		pool: pool, store: NewStore(storePool)}
+	e.metrics = newEngineMetrics(e)
+	return e, nil
+}
+
+// newPool connects a pool; key names the configuration key of url in errors.
+func newPool(ctx context.Context, url, key string) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		return nil, &ConfigError{key, err.Error()}
 	}
 	pcfg.AfterConnect = RegisterTypes
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "repstream"
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
-		return nil, fmt.Errorf("stream: database_url: %w", err)
+		return nil, fmt.Errorf("stream: %s: %w", key, err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, rules: rules, hash: Fingerprint(rules, cfg.Prior), pub: pub,
-		pool: pool, store: NewStore(pool)}
-	e.metrics = newEngineMetrics(e)
-	return e, nil
+	return pool, nil
 }
 
 // Store is the engine's durable store (its Log).
 func (e *Engine) Store() *Store { return e.store }
 
+// Slot looks up the replication slot on the source database.
+func (e *Engine) Slot(ctx context.Context) (cdc.Slot, bool, error) {
+	return cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+}
+
 // Rules are the compiled sources.
 func (e *Engine) Rules() []*Rule { return e.rules }
 
-// Close releases the read pool; call it after Run returned.
-func (e *Engine) Close() { e.pool.Close() }
+// Close releases the pools; call it after Run returned.
+func (e *Engine) Close() {
+	if sp := e.store.Pool(); sp != e.pool {
+		sp.Close()
+	}
+	e.pool.Close()
+}
 
 // EngineStatus is the engine's view of replication, for /v1/status and metrics.
 type EngineStatus struct {
-	Meta     Meta
-	Reader   cdc.Status
-	Stats    ApplyStats
-	LagTime  time.Duration // commit → apply delay (see Status)
-	HasMeta  bool
-	Ready    bool
-	Restarts uint64 // replication sessions that failed and were retried
-	Sources  int
-	Hash     string
-	Slot     string
-	Pub      string
+	Meta    Meta
+	Reader  cdc.Status
+	Stats   ApplyStats
+	LagTime time.Duration // commit → apply delay (see Status)
+	HasMeta bool
+	// Connected is the applier's own view: a session streams and had applied all it got at least once.
+	Connected bool
+	Restarts  uint64 // replication sessions that failed and were retried
+	Sources   int
+	Hash      string
+	Slot      string
+	Pub       string
 }
 
 // Status reports positions and counters.
 func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Ready: e.ready.Load(),
+	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Connected: e.ready.Load(),
 		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
@@ -161,26 +197,9 @@ func (e *Engine) Status() EngineStatus {
 	return s
 }
 
-// Ready reports whether replication is connected and caught up: the
-// applier has nothing pending and Postgres's walsender says it has sent
-// everything (state streaming, not catchup), so a backlog still on its way
-// does not count as caught up.
-func (e *Engine) Ready() bool {
-	if !e.ready.Load() {
-		return false
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	var state string
-	err := e.pool.QueryRow(ctx, `
-SELECT r.state FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&state)
-	return err == nil && state == "streaming"
-}
-
 // Migrate applies repstream's migrations.
 func (e *Engine) Migrate() error {
-	if err := migrations.Up(e.cfg.DatabaseURL); err != nil {
+	if err := migrations.Up(e.cfg.StoreURL); err != nil {
 		return &FatalError{err}
 	}
 	return nil
@@ -196,8 +215,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	defer wg.Wait()
 	pctx, stopPrune := context.WithCancel(ctx)
 	defer stopPrune()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); e.pruneLoop(pctx) }()
+	go func() { defer wg.Done(); e.repeatProblems(pctx) }()
 
 	attempt := 0
 	first := true
@@ -321,7 +341,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	w, err := newWriter(ctx, e.cfg.DatabaseURL, e.cfg.AsyncCommit)
+	w, err := newWriter(ctx, e.cfg.StoreURL, e.cfg.AsyncCommit)
 	if err != nil {
 		return err
 	}
@@ -742,7 +762,8 @@ func (e *Engine) flushLoop(ctx context.Context, d *durable) {
 			continue
 		}
 		var flush LSN
-		if err := e.pool.QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
+		// The store's commits wait for the store server's flush.
+		if err := e.store.Pool().QueryRow(ctx, `SELECT pg_current_wal_flush_lsn()`).Scan(&flush); err != nil {
 			continue // the session is ending, or will
 		}
 		d.flushed(flush)

@@ -56,7 +56,7 @@ func startEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...f
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	deadline := time.Now().Add(30 * time.Second)
-	for !e.Ready() {
+	for e.Readiness(context.Background()) != nil {
 		select {
 		case err := <-done:
 			t.Fatalf("engine stopped before it was ready: %v", err)
@@ -280,12 +280,12 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if b.Ready() {
+	if b.Readiness(context.Background()) == nil {
 		t.Fatal("the second engine is ready while the first holds the slot")
 	}
 	stopA()
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 3)`)
-	for !b.Ready() {
+	for b.Readiness(context.Background()) != nil {
 		if time.Now().After(deadline.Add(40 * time.Second)) {
 			t.Fatal("the second engine did not take over")
 		}
@@ -293,4 +293,49 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 	}
 	streamtest.WaitConverged(t, conn, 30*time.Second)
 	streamtest.CheckLog(t, conn)
+}
+
+// With store.database_url, repstream's schema lives in another database:
+// the source gets nothing but the slot, and the derived state is exact,
+// across a restart too.
+func TestStoreInAnotherDatabase(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	storeURL, _ := localpg.NewDatabase(t)
+	ctx := context.Background()
+	src := streamtest.Connect(t, url)
+	store := streamtest.Connect(t, storeURL)
+	streamtest.Exec(t, src, streamtest.Schema)
+	if err := streamtest.Seed(ctx, src, 200, 100); err != nil {
+		t.Fatal(err)
+	}
+	withStore := func(c *stream.EngineConfig) { c.StoreURL = storeURL }
+	first, stop := startEngine(t, url, name, &recorder{}, withStore)
+	epoch := first.Status().Meta.Epoch
+	w := streamtest.NewWorkload(1)
+	for range 200 {
+		if err := w.Step(ctx, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	streamtest.WaitConvergedIn(t, src, store, 30*time.Second)
+	stop()
+	for range 100 {
+		if err := w.Step(ctx, src); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, stop := startEngine(t, url, name, &recorder{}, withStore)
+	defer stop()
+	streamtest.WaitConvergedIn(t, src, store, 30*time.Second)
+	if got := e.Status().Meta.Epoch; got != epoch || got == "" {
+		t.Fatalf("epoch %q after restart, want %q resumed", got, epoch)
+	}
+	var inSource bool
+	if err := src.QueryRow(ctx, `SELECT to_regnamespace('repstream') IS NOT NULL`).Scan(&inSource); err != nil {
+		t.Fatal(err)
+	}
+	if inSource {
+		t.Fatal("schema repstream was created in the source database")
+	}
+	streamtest.CheckLog(t, store)
 }

@@ -21,6 +21,7 @@ type engineMetrics struct {
 	lagBytes, lagSeconds, retained         *prometheus.Desc
 	checkpoint, connected, ready, walLost  *prometheus.Desc
 	restarts                               *prometheus.Desc
+	problem                                *prometheus.Desc
 }
 
 func newEngineMetrics(e *Engine) *engineMetrics {
@@ -51,6 +52,8 @@ func newEngineMetrics(e *Engine) *engineMetrics {
 		ready:      d("ready", "1 while replication is connected and caught up."),
 		restarts:   d("replication_restarts_total", "Replication sessions that ended in an error and were retried."),
 		walLost:    d("slot_wal_lost", "1 when the slot's wal_status is lost: the service will start a new epoch."),
+		problem: prometheus.NewDesc("repstream_problem", "1 for each open problem that stops exact derivation (code, and the source table when one source stopped); see /v1/status for the reason and the fix.",
+			[]string{"code", "source"}, nil),
 	}
 }
 
@@ -58,7 +61,7 @@ func (m *engineMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.commit.Describe(ch)
 	m.newEpoch.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.changes, m.txns, m.deltas, m.groups, m.skipped, m.lagBytes, m.lagSeconds,
-		m.retained, m.checkpoint, m.connected, m.ready, m.walLost, m.restarts} {
+		m.retained, m.checkpoint, m.connected, m.ready, m.walLost, m.restarts, m.problem} {
 		ch <- d
 	}
 }
@@ -86,9 +89,12 @@ func (m *engineMetrics) Collect(ch chan<- prometheus.Metric) {
 	g(m.lagSeconds, st.LagTime.Seconds())
 	g(m.checkpoint, float64(st.Meta.Checkpoint))
 	g(m.connected, b(st.Reader.Connected))
-	g(m.ready, b(st.Ready))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	g(m.ready, b(m.e.Readiness(ctx) == nil))
+	for _, p := range m.e.Problems() {
+		ch <- prometheus.MustNewConstMetric(m.problem, prometheus.GaugeValue, 1, p.Code, p.Source)
+	}
 	if s, ok, err := cdc.LookupSlot(ctx, m.e.pool, m.e.cfg.Slot); err == nil && ok {
 		g(m.lagBytes, float64(s.LagBytes))
 		g(m.retained, float64(s.RetainedBytes))

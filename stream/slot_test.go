@@ -112,7 +112,7 @@ func restartMidStream(t *testing.T, async bool) {
 			}
 		}
 		streamtest.WaitConverged(t, conn, 60*time.Second)
-		t.Logf("round %d (%s): converged, ready=%v", round, how, e.Ready())
+		t.Logf("round %d (%s): converged, ready=%v", round, how, (e.Readiness(context.Background()) == nil))
 	}
 	streamtest.CheckLog(t, conn)
 	conn.Close(ctx)

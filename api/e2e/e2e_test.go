@@ -83,7 +83,7 @@ func TestExactCatchUpPostgres(t *testing.T) {
 				engine.Close()
 			}()
 			deadline := time.Now().Add(30 * time.Second)
-			for !engine.Ready() {
+			for engine.Readiness(context.Background()) != nil {
 				if time.Now().After(deadline) {
 					t.Fatal("engine not ready after 30s")
 				}

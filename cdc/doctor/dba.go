@@ -146,7 +146,66 @@ type SlotStatus struct {
 	WALStatus         string `json:"wal_status,omitempty"`
 	RetainedBytes     int64  `json:"retained_bytes"` // pg_current_wal_lsn() - restart_lsn
 	LagBytes          int64  `json:"lag_bytes"`      // pg_current_wal_lsn() - confirmed_flush_lsn
-	holder            *cdc.Backend
+	// SafeWALSize is how much more WAL may be written before the slot is
+	// lost (max_slot_wal_keep_size); nil when that setting is unlimited.
+	SafeWALSize *int64 `json:"safe_wal_size"`
+	// Why explains what the figures mean: why WAL is retained, and what a
+	// lost or unreserved slot will cost.
+	Why    []string `json:"why,omitempty"`
+	holder *cdc.Backend
+}
+
+// Lost says the slot can no longer stream: the next serve starts a new epoch.
+func (s SlotStatus) Lost() bool { return s.Exists && s.WALStatus == "lost" }
+
+// heldSlack is how far restart_lsn may trail confirmed_flush_lsn without an
+// explanation: it only moves at the server's running-xacts records.
+const heldSlack = 16 << 20
+
+// explain fills Why from the figures and, when restart_lsn trails the
+// confirmed position by much, from the transaction that holds it back.
+func (s *SlotStatus) explain(ctx context.Context, q cdc.Querier) error {
+	if err := q.QueryRow(ctx, `SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1`, s.Name).Scan(&s.SafeWALSize); err != nil {
+		return fmt.Errorf("slot %s: read safe_wal_size: %w", s.Name, err)
+	}
+	switch s.WALStatus {
+	case "lost":
+		s.Why = append(s.Why, "lost: the WAL this slot needs was removed (max_slot_wal_keep_size), so it cannot stream again. "+
+			"The next `repstream serve` starts a new epoch by itself: it drops this slot, reloads every source from a fresh snapshot, and every client resets. Nothing needs to be done by hand.")
+	case "unreserved":
+		msg := "unreserved: the slot retains more WAL than max_slot_wal_keep_size; it will be lost at the next checkpoint unless repstream catches up"
+		if s.SafeWALSize != nil {
+			msg += fmt.Sprintf(" (safe_wal_size %s)", Bytes(*s.SafeWALSize))
+		}
+		s.Why = append(s.Why, msg)
+	}
+	if !s.Active && s.LagBytes > 0 {
+		s.Why = append(s.Why, fmt.Sprintf("no process streams from this slot: WAL accumulates (%s so far behind the confirmed position) until `repstream serve` runs again", Bytes(s.LagBytes)))
+	}
+	if held := s.RetainedBytes - s.LagBytes; held > heldSlack {
+		var pid *int32
+		var app, state, age *string
+		err := q.QueryRow(ctx, `
+SELECT pid, application_name, state, (now() - xact_start)::text FROM pg_stat_activity
+WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+ORDER BY xact_start LIMIT 1`).Scan(&pid, &app, &state, &age)
+		msg := fmt.Sprintf("restart_lsn is %s behind confirmed_flush_lsn: decoding must restart from the oldest transaction that was running when the slot last advanced", Bytes(held))
+		switch {
+		case err == nil && pid != nil:
+			msg += fmt.Sprintf("; the oldest open transaction now is PID %d (application_name %q, %s, open for %s): end it and restart_lsn moves on", *pid, deref(app), deref(state), deref(age))
+		default:
+			msg += "; no long transaction is open now, so restart_lsn moves at the server's next checkpoint"
+		}
+		s.Why = append(s.Why, msg)
+	}
+	return nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 func slotStatus(ctx context.Context, q cdc.Querier, name string) (SlotStatus, error) {
@@ -158,6 +217,9 @@ func slotStatus(ctx context.Context, q cdc.Querier, name string) (SlotStatus, er
 	st = SlotStatus{Name: s.Name, Exists: true, Plugin: s.Plugin, Database: s.Database, Active: s.Active, ActivePID: s.ActivePID,
 		RestartLSN: s.RestartLSN.String(), ConfirmedFlushLSN: s.ConfirmedFlushLSN.String(), WALStatus: s.WALStatus,
 		RetainedBytes: s.RetainedBytes, LagBytes: s.LagBytes}
+	if err := st.explain(ctx, q); err != nil {
+		return st, err
+	}
 	if s.Active && s.ActivePID != 0 {
 		b, found, err := cdc.LookupBackend(ctx, q, s.ActivePID)
 		if err != nil {
@@ -191,6 +253,10 @@ func (s SlotStatus) WriteText(w io.Writer) error {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	safe := "unlimited (max_slot_wal_keep_size = -1)"
+	if s.SafeWALSize != nil {
+		safe = fmt.Sprintf("%d bytes (%s)", *s.SafeWALSize, Bytes(*s.SafeWALSize))
+	}
 	active := "no"
 	if s.Active {
 		active = fmt.Sprintf("pid %d", s.ActivePID)
@@ -203,8 +269,12 @@ func (s SlotStatus) WriteText(w io.Writer) error {
 		{"restart_lsn", s.RestartLSN}, {"confirmed_flush_lsn", s.ConfirmedFlushLSN}, {"wal_status", s.WALStatus},
 		{"retained", fmt.Sprintf("%d bytes (%s)", s.RetainedBytes, Bytes(s.RetainedBytes))},
 		{"lag", fmt.Sprintf("%d bytes (%s)", s.LagBytes, Bytes(s.LagBytes))},
+		{"safe_wal_size", safe},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+	}
+	for _, why := range s.Why {
+		fmt.Fprintf(tw, "why\t%s\n", why)
 	}
 	return tw.Flush()
 }

@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
@@ -124,6 +126,9 @@ const DefaultRetainedWarnBytes int64 = 1 << 30
 // Input is what doctor checks: the service's configuration, loaded or not.
 type Input struct {
 	DatabaseURL string
+	// StoreURL is the database of schema repstream (store.database_url);
+	// empty means DatabaseURL.
+	StoreURL    string
 	Publication string
 	Slot        string
 	// CreatePublication says serve may create a missing publication
@@ -146,6 +151,7 @@ type run struct {
 	in            Input
 	rep           *Report
 	conn          *pgx.Conn
+	store         *pgx.Conn // the database of schema repstream; conn when it is the source
 	rules         []*stream.Rule
 	tables        []cdc.Table     // one per rule, with the rule's columns
 	infos         []tableState    // one per rule
@@ -187,7 +193,18 @@ func Run(ctx context.Context, in Input) Report {
 		return *rep
 	}
 	defer conn.Close(context.Background())
-	r.conn = conn
+	r.conn, r.store = conn, conn
+	if in.StoreURL != "" && in.StoreURL != in.DatabaseURL {
+		sconn, err := connect(ctx, in.StoreURL)
+		if err != nil {
+			rep.Incomplete = true
+			r.add("connect.store", Fail, fmt.Sprintf("cannot connect to the store %s (store.database_url): %v", cdc.SafeURL(in.StoreURL), err), connectFix(in.StoreURL, err))
+			return *rep
+		}
+		defer sconn.Close(context.Background())
+		r.store = sconn
+		r.add("connect.store", OK, fmt.Sprintf("connected to the store %s (store.database_url): repstream writes nothing to the source database but the slot", cdc.SafeURL(in.StoreURL)), "")
+	}
 	if err := r.checkServer(ctx); err != nil {
 		r.abort(err)
 		return *rep
@@ -208,9 +225,23 @@ func Run(ctx context.Context, in Input) Report {
 // abort records a query that failed mid-run: doctor could not finish.
 func (r *run) abort(err error) {
 	r.rep.Incomplete = true
-	r.add("doctor", Fail, fmt.Sprintf("doctor stopped: %v", err),
-		"re-run doctor; if the error names a permission, connect as a role that can read the catalogs (pg_monitor)")
+	r.add("doctor", Fail, fmt.Sprintf("doctor stopped: %v", err), r.permissionFix(err))
 }
+
+// permissionFix names the grant a permission error asks for, so the fix
+// works when pasted; other errors are re-run.
+func (r *run) permissionFix(err error) string {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "42501" {
+		return "re-run doctor; if the error persists, it is not a setting doctor knows"
+	}
+	if m := deniedSchema.FindStringSubmatch(pe.Message); m != nil {
+		return fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s; -- serve reads the source tables in it too", quoteIdent(m[1]), quoteIdent(r.role.name))
+	}
+	return "grant role " + r.role.name + " what the error names, as its owner or a superuser"
+}
+
+var deniedSchema = regexp.MustCompile(`^permission denied for schema (\S+)$`)
 
 // connect opens the read connection with a bounded connect time.
 func connect(ctx context.Context, databaseURL string) (*pgx.Conn, error) {

@@ -233,3 +233,54 @@ func TestPublicationLacksTableAndColumn(t *testing.T) {
 		t.Errorf("the column fix dropped the row filter: %q", filter)
 	}
 }
+
+// Schema repstream migrated by another role (a DBA ran `migrate up` as
+// superuser): doctor fails exactly where serve would, each printed fix
+// pasted as is clears the finding, and then serve's own preflight passes.
+func TestMigrationsOwnedByAnotherRole(t *testing.T) {
+	dbURL, name := newDB(t)
+	role := newRole(t, dbURL, name, "GRANT SELECT ON public.reviews TO %s", "ALTER ROLE %s REPLICATION")
+	if err := migrations.Up(dbURL); err != nil {
+		t.Fatal(err)
+	}
+	app := asRole(dbURL, role)
+	if err := migrations.Up(app); err == nil {
+		t.Fatal("serve's preflight passes for a role without access to schema repstream")
+	}
+	for round := 0; ; round++ {
+		rep := doctor.Run(ctx(t), input(app))
+		ch, _ := rep.Find("migrations")
+		if ch.Status != doctor.Fail {
+			break
+		}
+		if round == 3 {
+			t.Fatalf("migrations still fails after pasting its fixes: %s / %s", ch.Message, ch.Fix)
+		}
+		sqlExec(t, dbURL, strings.Split(ch.Fix, "\n")...)
+	}
+	expect(t, doctor.Run(ctx(t), input(app)), "migrations", doctor.OK)
+	if err := migrations.Up(app); err != nil {
+		t.Fatalf("doctor passes but serve's preflight fails: %v", err)
+	}
+}
+
+// Source tables in a schema the role has no USAGE on: SELECT on the table
+// is not enough, and the fix is the GRANT USAGE that, pasted, clears it.
+func TestSchemaWithoutUsage(t *testing.T) {
+	dbURL, name := newDB(t)
+	sqlExec(t, dbURL, `CREATE SCHEMA shop`, `CREATE TABLE shop.reviews (id bigint PRIMARY KEY, seller_id int, rating int, status text)`)
+	role := newRole(t, dbURL, name, "GRANT SELECT ON shop.reviews TO %s", "ALTER ROLE %s REPLICATION")
+	src := stream.Source{Table: "shop.reviews", Subject: "seller:{seller_id}", Score: "rating", Scale: []float64{1, 5}}
+	rep := doctor.Run(ctx(t), input(asRole(dbURL, role), src))
+	ch := expect(t, rep, "role.usage:shop.reviews", doctor.Fail)
+	want := fmt.Sprintf(`GRANT USAGE ON SCHEMA "shop" TO %s;`, pgx.Identifier{role}.Sanitize())
+	if ch.Fix != want {
+		t.Fatalf("fix %q, want %q", ch.Fix, want)
+	}
+	sqlExec(t, dbURL, want)
+	rep = doctor.Run(ctx(t), input(asRole(dbURL, role), src))
+	if ch, ok := rep.Find("role.usage:shop.reviews"); ok {
+		t.Fatalf("still %s after the fix: %s", ch.Status, ch.Message)
+	}
+	expect(t, rep, "role.select:shop.reviews", doctor.OK)
+}

@@ -27,13 +27,13 @@ type meta struct {
 // A permission error is returned as is, for a warning.
 func (r *run) readMeta(ctx context.Context) (m meta, ok bool, err error) {
 	var exists bool
-	if err := r.conn.QueryRow(ctx, `SELECT to_regclass('repstream.meta') IS NOT NULL`).Scan(&exists); err != nil {
+	if err := r.store.QueryRow(ctx, `SELECT to_regclass('repstream.meta') IS NOT NULL`).Scan(&exists); err != nil {
 		return m, false, fmt.Errorf("look for repstream.meta: %w", err)
 	}
 	if !exists {
 		return m, false, nil
 	}
-	err = r.conn.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at FROM repstream.meta`).
+	err = r.store.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at FROM repstream.meta`).
 		Scan(&m.epoch, &m.slot, &m.systemID, &m.hash, &m.checkpoint, &m.loadedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
@@ -100,8 +100,8 @@ func (r *run) checkExistingSlot(ctx context.Context, s cdc.Slot) error {
 		}
 		term := fmt.Sprintf("SELECT pg_terminate_backend(%d);", s.ActivePID)
 		if b.ApplicationName == serviceApp {
-			r.add("slot.active", Warn, fmt.Sprintf("slot %s is in use by %s: probably a running repstream; another one waits until it is released", name, b),
-				"nothing, if that is this service; otherwise stop that process ("+term+")")
+			r.add("slot.active", Warn, fmt.Sprintf("slot %s is in use by %s: a running repstream; another one waits until it is released", name, b),
+				"nothing, if that is your running repstream; to move replication elsewhere, stop that repstream (it releases the slot on the way out)")
 		} else {
 			r.add("slot.active", Fail, fmt.Sprintf("slot %s is held by %s: serve cannot stream until it is released", name, b),
 				"stop that client; or end its session: "+term+" -- or `repstream slot drop --yes --force` to discard the slot")
@@ -110,9 +110,13 @@ func (r *run) checkExistingSlot(ctx context.Context, s cdc.Slot) error {
 		r.add("slot.active", OK, fmt.Sprintf("slot %s is not held by any process", name), "")
 	}
 	resync := "`repstream slot drop --yes`; serve then starts a new epoch from a fresh snapshot (clients resync)"
+	if s.Active {
+		resync = "`repstream slot drop --yes --force` (it ends the session holding the slot); serve then starts a new epoch from a fresh snapshot (clients resync)"
+	}
 	switch s.WALStatus {
 	case "lost":
-		r.add("slot.wal_status", Fail, fmt.Sprintf("slot %s lost WAL it needed (wal_status = lost, beyond max_slot_wal_keep_size): it can no longer stream", name), resync)
+		r.add("slot.wal_status", Warn, fmt.Sprintf("slot %s lost WAL it needed (wal_status = lost, beyond max_slot_wal_keep_size): it can no longer stream, so the next serve starts a new epoch by itself (it re-creates the slot, reloads from a fresh snapshot, and clients reset)", name),
+			"nothing by hand; to keep it from happening again, give the slot more room: ALTER SYSTEM SET max_slot_wal_keep_size = '100GB'; SELECT pg_reload_conf();")
 	case "unreserved":
 		r.add("slot.wal_status", Warn, fmt.Sprintf("slot %s holds more WAL than max_slot_wal_keep_size (wal_status = unreserved): the next checkpoint removes it unless repstream catches up", name),
 			"start repstream now so it confirms progress; or give it room: ALTER SYSTEM SET max_slot_wal_keep_size = '100GB'; SELECT pg_reload_conf();")

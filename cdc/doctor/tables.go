@@ -159,8 +159,18 @@ func (r *run) checkTables(ctx context.Context) error {
 func (r *run) checkSelect(ctx context.Context, i int) error {
 	t, ts := r.tables[i], r.infos[i]
 	sfx := ":" + t.String()
+	// Table privileges say nothing of the schema: without USAGE on it the
+	// snapshot fails with "permission denied for schema".
+	var usage bool
+	if err := r.conn.QueryRow(ctx, `SELECT has_schema_privilege($1, 'USAGE')`, t.Schema).Scan(&usage); err != nil {
+		return fmt.Errorf("check USAGE on schema %s: %w", t.Schema, err)
+	}
+	if !usage {
+		r.add("role.usage"+sfx, Fail, fmt.Sprintf("role %s has no USAGE on schema %s, so it cannot read %s (whatever its table privileges)", r.role.name, t.Schema, t),
+			fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", quoteIdent(t.Schema), quoteIdent(r.role.name)))
+	}
 	if ts.CanSelect {
-		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s", r.role.name, t), "")
+		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s (the initial load needs it; revoking it would not stop replication of %s, removing the table from the publication would)", r.role.name, t, t), "")
 		return nil
 	}
 	have := set(ts.Columns)

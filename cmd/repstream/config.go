@@ -38,6 +38,7 @@ type Config struct {
 	Bus               BusConfig       `yaml:"bus"`
 	Alerts            AlertConfig     `yaml:"alerts"`
 	Metrics           MetricsConfig   `yaml:"metrics"`
+	Store             StoreConfig     `yaml:"store"`
 }
 
 // MetricsConfig says where /metrics is served.
@@ -46,6 +47,14 @@ type MetricsConfig struct {
 	// 127.0.0.1:9090 for a local Prometheus), and not on listen, which
 	// clients reach. Empty serves it on listen, without authentication.
 	Listen string `yaml:"listen"`
+}
+
+// StoreConfig places repstream's own schema.
+type StoreConfig struct {
+	// DatabaseURL is the database that holds schema repstream; empty means
+	// database_url. Another database or cluster keeps repstream's writes
+	// (row shadow, delta log, and their WAL) out of the application's.
+	DatabaseURL string `yaml:"database_url"`
 }
 
 // LogConfig chooses the log format and level.
@@ -218,9 +227,17 @@ func (c *Config) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, o))
 }
 
+// storeURL is the database of schema repstream.
+func (c *Config) storeURL() string {
+	if c.Store.DatabaseURL != "" {
+		return c.Store.DatabaseURL
+	}
+	return c.DatabaseURL
+}
+
 func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 	return stream.EngineConfig{
-		DatabaseURL: c.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
+		DatabaseURL: c.DatabaseURL, StoreURL: c.Store.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
 		AsyncCommit: c.AsyncCommit,
 	}

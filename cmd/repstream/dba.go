@@ -52,7 +52,7 @@ func dbaPublicationCommand() *cobra.Command {
 func dbaSlotCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "slot status|drop", Short: "Show or drop repstream's replication slot"}
 	var asJSON, yes, force bool
-	status := dbaCommand("status", "Show the slot: plugin, active PID, LSNs, wal_status, retained and lag bytes (exit 1 if it does not exist)",
+	status := dbaCommand("status", "Show the slot: plugin, active PID, LSNs, wal_status, retained and lag bytes, safe_wal_size, and why WAL is retained (exit 1 if it does not exist, 2 if it is lost)",
 		func(cmd *cobra.Command, in doctor.Input) error {
 			st, err := doctor.ReadSlot(cmd.Context(), in)
 			if err != nil {
@@ -65,6 +65,9 @@ func dbaSlotCommand() *cobra.Command {
 			}
 			if err == nil && !st.Exists {
 				return exitError{code: 1}
+			}
+			if err == nil && st.Lost() {
+				return exitError{code: 2}
 			}
 			return err
 		})

@@ -44,7 +44,7 @@ func doctorInput(cfg *Config, err error) doctor.Input {
 		return doctor.Input{ConfigErr: err}
 	}
 	return doctor.Input{
-		DatabaseURL: cfg.DatabaseURL, Publication: cfg.Publication, Slot: cfg.Slot,
+		DatabaseURL: cfg.DatabaseURL, StoreURL: cfg.Store.DatabaseURL, Publication: cfg.Publication, Slot: cfg.Slot,
 		CreatePublication: cfg.CreatePublication, Sources: cfg.Sources, Prior: cfg.Reputation,
 		RetainedWarnBytes: cfg.Alerts.RetainedWALBytes, ConfigErr: err,
 	}

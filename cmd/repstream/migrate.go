@@ -21,18 +21,18 @@ func init() {
 			out := cmd.OutOrStdout()
 			switch args[0] {
 			case "up":
-				if err := migrations.Up(cfg.DatabaseURL); err != nil {
+				if err := migrations.Up(cfg.storeURL()); err != nil {
 					return err
 				}
 			case "down":
-				if err := migrations.Down(cfg.DatabaseURL); err != nil {
+				if err := migrations.Down(cfg.storeURL()); err != nil {
 					return err
 				}
 			case "version":
 			default:
 				return fmt.Errorf("migrate: unknown action %q: use up, down or version", args[0])
 			}
-			v, dirty, latest, err := migrations.Version(cfg.DatabaseURL)
+			v, dirty, latest, err := migrations.Version(cfg.storeURL())
 			if err != nil {
 				return err
 			}

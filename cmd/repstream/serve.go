@@ -16,7 +16,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/repstream/repstream/api"
-	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/hub"
 	"github.com/repstream/repstream/web"
@@ -89,7 +88,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
 		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
-		Ready:      engine.Ready,
+		Ready:      engine.Readiness,
 		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
 	})
 	if err != nil {
@@ -203,6 +202,9 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 // statusOf is GET /v1/status: what a DBA or a dashboard needs to see.
 func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 	st := e.Status()
+	rctx, cancel := context.WithTimeout(ctx, time.Second)
+	ready := e.Readiness(rctx)
+	cancel()
 	out := map[string]any{
 		"epoch":                st.Meta.Epoch,
 		"slot":                 st.Slot,
@@ -212,14 +214,18 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 		"server_lsn":           st.Reader.ServerWALEnd.String(),
 		"lag_bytes":            nil,
 		"lag_seconds":          st.LagTime.Seconds(),
-		"replication":          map[string]any{"connected": st.Reader.Connected, "caught_up": st.Reader.CaughtUp},
-		"ready":                st.Ready,
+		"replication":          map[string]any{"connected": st.Reader.Connected, "caught_up": ready == nil},
+		"ready":                ready == nil,
+		"problems":             e.Problems(),
 		"changes_applied":      st.Stats.Changes,
 		"transactions_applied": st.Stats.Txns,
 		"replication_restarts": st.Restarts,
 		"deltas":               st.Stats.Deltas,
 	}
-	if s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), st.Slot); err == nil && ok {
+	if ready != nil {
+		out["not_ready_reason"] = ready.Error()
+	}
+	if s, ok, err := e.Slot(ctx); err == nil && ok {
 		out["confirmed_flush_lsn"] = s.ConfirmedFlushLSN.String()
 		out["lag_bytes"] = s.LagBytes
 		out["retained_wal_bytes"] = s.RetainedBytes
@@ -240,7 +246,7 @@ func watch(ctx context.Context, e *stream.Engine, cfg *Config, log *slog.Logger)
 			return
 		case <-t.C:
 		}
-		s, ok, err := cdc.LookupSlot(ctx, e.Store().Pool(), cfg.Slot)
+		s, ok, err := e.Slot(ctx)
 		if err != nil || !ok {
 			continue
 		}

@@ -65,8 +65,20 @@ func closeM(m *migrate.Migrate, err error) error {
 	return errors.Join(err, se, de)
 }
 
-// Up applies every migration not yet applied.
+// Up applies every migration not yet applied. It first checks what the
+// role may do (see Inspect): a schema already at this binary's version
+// needs no CREATE privilege, only USAGE and read-write access to its tables.
 func Up(databaseURL string) error {
+	st, err := inspect(databaseURL)
+	if err != nil {
+		return err
+	}
+	if err := st.Err(); err != nil {
+		return err
+	}
+	if st.Current() {
+		return nil
+	}
 	m, err := open(databaseURL)
 	if err != nil {
 		return err
@@ -138,21 +150,22 @@ func Down(databaseURL string) error {
 }
 
 // Version reports the applied version, whether the last run left it dirty,
-// and the newest version this binary carries.
+// and the newest version this binary carries. It only reads.
 func Version(databaseURL string) (applied uint, dirty bool, latest uint, err error) {
-	latest = Latest()
-	m, err := open(databaseURL)
+	st, err := inspect(databaseURL)
+	return st.Applied, st.Dirty, Latest(), err
+}
+
+// inspect connects and runs Inspect.
+func inspect(databaseURL string) (State, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, databaseURL)
 	if err != nil {
-		return 0, false, latest, err
+		return State{Latest: Latest()}, fmt.Errorf("migrations: connect: %w", err)
 	}
-	v, d, err := m.Version()
-	if errors.Is(err, migrate.ErrNilVersion) {
-		return 0, false, latest, closeM(m, nil)
-	}
-	if err != nil {
-		return 0, false, latest, closeM(m, fmt.Errorf("migrations: version: %w", err))
-	}
-	return v, d, latest, closeM(m, nil)
+	defer conn.Close(ctx)
+	return Inspect(ctx, conn)
 }
 
 // Latest is the newest migration embedded in this binary.
@@ -177,8 +190,14 @@ func ensureSchema(databaseURL string) error {
 		return fmt.Errorf("migrations: connect: %w", err)
 	}
 	defer conn.Close(ctx)
+	// CREATE SCHEMA IF NOT EXISTS checks the privilege before the existence:
+	// only a missing schema is created, so an existing one needs no CREATE.
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regnamespace('repstream') IS NOT NULL`).Scan(&exists); err != nil || exists {
+		return err
+	}
 	if _, err := conn.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS repstream`); err != nil {
-		return fmt.Errorf("migrations: create schema repstream (the role needs CREATE on the database: GRANT CREATE ON DATABASE <db> TO <role>): %w", err)
+		return fmt.Errorf("migrations: create schema repstream (as a superuser: CREATE SCHEMA repstream AUTHORIZATION <role>;): %w", err)
 	}
 	return nil
 }

@@ -128,6 +128,14 @@ func Diff(truth, derived map[string]Fig) string {
 // WaitConverged waits until the derived state equals the SQL truth.
 func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 	t.Helper()
+	WaitConvergedIn(t, conn, conn, within)
+}
+
+// WaitConvergedIn waits until the derived state in store equals the SQL
+// truth over the source tables in src.
+func WaitConvergedIn(t testing.TB, src, store *pgx.Conn, within time.Duration) {
+	t.Helper()
+	conn := src
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
 	last := ""
@@ -136,7 +144,7 @@ func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		derived, err := Derived(ctx, conn)
+		derived, err := Derived(ctx, store)
 		if err == nil {
 			if last = Diff(truth, derived); last == "" {
 				return

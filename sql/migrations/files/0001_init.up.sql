@@ -1,5 +1,7 @@
 -- repstream's own schema: derived state, delta log, row shadow and checkpoint.
-CREATE SCHEMA IF NOT EXISTS repstream;
+-- Schema repstream itself is created before (migrations.ensureSchema), only
+-- when missing: CREATE SCHEMA IF NOT EXISTS would need CREATE on the database
+-- even where the schema exists.
 
 -- One row: the history this store belongs to and how far it has applied.
 CREATE TABLE repstream.meta (
