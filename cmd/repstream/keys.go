@@ -181,7 +181,8 @@ func sortedKeys(m map[string]any) []string {
 // REPSTREAM_TEST_).
 func nonConfigEnv(name string) bool {
 	switch name {
-	case "REPSTREAM_TOKEN", "REPSTREAM_CHROMIUM", "REPSTREAM_ARTIFACTS", "REPSTREAM_WS_MEM_N":
+	case "REPSTREAM_TOKEN", "REPSTREAM_CHROMIUM", "REPSTREAM_ARTIFACTS", "REPSTREAM_WS_MEM_N",
+		"REPSTREAM_PG_VERSIONS_DIR": // where localpg finds pinned Postgres servers (tests, dev)
 		return true
 	}
 	return strings.HasPrefix(name, "REPSTREAM_TEST_")
