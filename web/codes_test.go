@@ -91,3 +91,25 @@ func TestErrorCodesAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplesCheckTheTokenFetch: the examples' getToken checks the token
+// endpoint's answer and throws on failure, so the client reports it
+// (onError 'token') instead of sending an error page as a token.
+func TestExamplesCheckTheTokenFetch(t *testing.T) {
+	getToken := regexp.MustCompile(`(?s)getToken: async \(\) => (\{.*?\n  \}|[^\n]*)`)
+	for _, f := range []string{"../README.md", "EXAMPLE.md"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := getToken.FindAllString(string(b), -1)
+		if len(found) == 0 {
+			t.Errorf("%s: no getToken example found; update this test", f)
+		}
+		for _, g := range found {
+			if strings.Contains(g, "fetch(") && !(strings.Contains(g, "res.ok") && strings.Contains(g, "throw")) {
+				t.Errorf("%s: getToken uses the fetch's body without checking res.ok:\n%s", f, g)
+			}
+		}
+	}
+}
