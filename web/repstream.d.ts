@@ -87,8 +87,9 @@ export type ServerErrorCode =
 export type ClientErrorCode = 'unauthenticated' | 'token' | 'socket' | 'protocol' | 'policy' | 'too_many_connections';
 
 export interface RepstreamError {
-  /** a ServerErrorCode for an `error` message (then `id` is set), else a ClientErrorCode */
-  code: ServerErrorCode | ClientErrorCode;
+  /** a ServerErrorCode for an `error` message (then `id` is set), else a ClientErrorCode;
+   *  treat any other string (a later server's addition) as a failed request */
+  code: ServerErrorCode | ClientErrorCode | (string & {});
   message: string;
   /** request id the server error refers to */
   id?: number;
