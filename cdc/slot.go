@@ -13,7 +13,8 @@ import (
 )
 
 // ConnectReplication opens a connection in logical replication mode
-// (replication=database) to the database of databaseURL.
+// (replication=database) to the database of databaseURL, with fixed output
+// settings so pgoutput prints values as a ConnectSnapshot session reads them.
 func ConnectReplication(ctx context.Context, databaseURL string) (*pgconn.PgConn, error) {
 	cfg, err := pgconn.ParseConfig(databaseURL)
 	if err != nil {
@@ -21,9 +22,14 @@ func ConnectReplication(ctx context.Context, databaseURL string) (*pgconn.PgConn
 	}
 	cfg.RuntimeParams["replication"] = "database"
 	cfg.RuntimeParams["application_name"] = "repstream"
+	setOutputSettings(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("cdc: connect for replication: %w", err)
+	}
+	if err := checkOutputSettings(conn); err != nil {
+		conn.Close(ctx)
+		return nil, err
 	}
 	return conn, nil
 }

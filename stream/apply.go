@@ -563,6 +563,9 @@ func (a *applier) foldPending(ctx context.Context) error {
 				}
 				prev = got[s]
 			}
+			if sum := prev.Sum + ac.sum; (ac.sum > 0 && sum < prev.Sum) || (ac.sum < 0 && sum > prev.Sum) {
+				return &SumOverflowError{Subject: s, LSN: t.lsn}
+			}
 			d := Fold(prev, s, ac.count, ac.sum, ac.hist, t.lsn, t.at, a.prior)
 			a.stateCache[s] = d.After
 			a.changed[s] = d.After

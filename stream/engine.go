@@ -13,7 +13,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -328,6 +327,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
+	if err := e.resolveWhere(ctx); err != nil {
+		return err
+	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
 		return err
@@ -411,9 +413,9 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, err
 	}
 	start := time.Now()
-	sconn, err := pgx.Connect(ctx, e.cfg.DatabaseURL)
+	sconn, err := cdc.ConnectSnapshot(ctx, e.cfg.DatabaseURL)
 	if err != nil {
-		return Meta{}, fmt.Errorf("stream: connect for snapshot: %w", err)
+		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
@@ -590,6 +592,10 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
 	err := e.applyLoop(ctx, ap, events, readErr)
+	if so := (*SumOverflowError)(nil); errors.As(err, &so) {
+		e.Report(Problem{Code: "sum_overflow", Reason: so.Error() + "; nothing from that transaction on is derived",
+			Fix: fmt.Sprintf("the subject holds more than %d ratings' worth of its scale's far end: narrow the scales that feed it, or score a column in larger units (a new configuration reloads)", int64(MaxSubjectRatings))})
+	}
 	e.mu.Lock()
 	e.base = e.base.plus(ap.stats)
 	e.stats = e.base

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"fmt"
 	"sort"
 	"time"
 )
@@ -112,4 +113,16 @@ func mean(count int64, sum Micro) float64 {
 		return 0
 	}
 	return sum.Float() / float64(count)
+}
+
+// SumOverflowError stops the pipeline before a subject's sum would wrap
+// around: past MaxSubjectRatings ratings at the far end of its scales, the
+// sum no longer fits in 64-bit millionths.
+type SumOverflowError struct {
+	Subject string
+	LSN     LSN
+}
+
+func (e *SumOverflowError) Error() string {
+	return fmt.Sprintf("stream: the sum of %s would overflow 64-bit millionths at %s", e.Subject, e.LSN)
 }

@@ -64,10 +64,17 @@ type tmplPart struct {
 }
 
 type cond struct {
-	col  int
-	val  string
-	null bool
+	col     int
+	lit     string // as configured
+	val     string // as the column prints it (see ResolveWhere); lit until resolved
+	null    bool
+	decimal bool // a numeric column: compare without trailing fractional zeros
 }
+
+// MaxSubjectRatings is how many ratings a subject can hold at the far end of
+// the scales that feed it with its sum still exact: sums are int64
+// millionths, so CompileSources refuses scales too wide for it.
+const MaxSubjectRatings = 1 << 32
 
 // ConfigError names the configuration key at fault and how to fix it.
 type ConfigError struct {
@@ -97,7 +104,55 @@ func CompileSources(srcs []Source) ([]*Rule, error) {
 		r.ID = int16(i)
 		rules = append(rules, r)
 	}
+	if err := checkSumRange(rules); err != nil {
+		return nil, err
+	}
 	return rules, nil
+}
+
+// checkSumRange refuses scales that could overflow a subject's sum within
+// MaxSubjectRatings ratings. Sources add up when their subjects can meet:
+// when one template's leading text is a prefix of the other's.
+func checkSumRange(rules []*Rule) error {
+	const limit = Micro(math.MaxInt64 / MaxSubjectRatings)
+	for i, r := range rules {
+		total := Micro(0)
+		var with []string
+		for j, o := range rules {
+			if !strings.HasPrefix(r.lead(), o.lead()) && !strings.HasPrefix(o.lead(), r.lead()) {
+				continue
+			}
+			total += o.reach()
+			if j != i {
+				with = append(with, fmt.Sprintf("sources[%d]", j))
+			}
+		}
+		if total <= limit {
+			continue
+		}
+		key := fmt.Sprintf("sources[%d].scale", i)
+		if len(with) == 0 {
+			return &ConfigError{key, fmt.Sprintf("a score as far from 0 as %s is too large: a subject's sum is exact (in 64-bit millionths) for %d ratings only while scores stay within ±%s; narrow the scale, or score a column in larger units (e.g. a generated column rating / 100)",
+				r.reach(), MaxSubjectRatings, limit)}
+		}
+		return &ConfigError{key, fmt.Sprintf("this source and %s can feed the same subjects (their subject templates start alike), and their scores as far from 0 as they go add up to %s: a subject's sum is exact (in 64-bit millionths) for %d ratings only up to ±%s; give the templates distinct prefixes (e.g. \"seller:{id}\" and \"buyer:{id}\") or narrow the scales",
+			strings.Join(with, ", "), total, MaxSubjectRatings, limit)}
+	}
+	return nil
+}
+
+// lead is the subject template's text before its first column: subjects of
+// two rules can only be equal when one lead is a prefix of the other.
+func (r *Rule) lead() string {
+	if len(r.parts) > 0 && r.parts[0].col < 0 {
+		return r.parts[0].lit
+	}
+	return ""
+}
+
+// reach is the largest |score| the rule counts.
+func (r *Rule) reach() Micro {
+	return max(r.max, -r.min, r.min, -r.max)
 }
 
 func compile(key string, s Source) (*Rule, error) {
@@ -151,7 +206,7 @@ func compile(key string, s Source) (*Rule, error) {
 		if err != nil {
 			return nil, &ConfigError{key + ".where." + c, err.Error()}
 		}
-		r.where = append(r.where, cond{col: idx(c), val: v, null: null})
+		r.where = append(r.where, cond{col: idx(c), lit: v, val: v, null: null})
 	}
 	if len(s.Scale) != 2 || !(s.Scale[0] < s.Scale[1]) {
 		return nil, &ConfigError{key + ".scale", fmt.Sprintf("want [min, max] with min < max, got %v", s.Scale)}
@@ -277,7 +332,10 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 			}
 			continue
 		}
-		if v == nil || *v != w.val {
+		if v == nil {
+			return c, false
+		}
+		if got := *v; got != w.val && (!w.decimal || trimDecimal(got) != w.val) {
 			return c, false
 		}
 	}
@@ -316,10 +374,17 @@ func (r *Rule) Contribute(vals []*string) (c Contribution, ok bool) {
 	return c, true
 }
 
+// valueFormat versions how source values become text and scores: state
+// derived under another format cannot be continued exactly (a row shadow
+// loaded through ::text casts holds keys the stream never sends), so a new
+// one reloads. 2: output functions under cdc's fixed settings.
+const valueFormat = 2
+
 // Fingerprint identifies a configuration of sources: when it changes, the
 // derived state no longer matches and must be reloaded under a new epoch.
 func Fingerprint(rules []*Rule, p Prior) string {
 	h := sha256.New()
+	fmt.Fprintf(h, "values %d\n", valueFormat)
 	for _, r := range rules {
 		fmt.Fprintf(h, "%d|%s|%q|", r.ID, r.Table(), r.Columns)
 		for _, p := range r.parts {

@@ -73,61 +73,86 @@ func (m *Micro) UnmarshalJSON(b []byte) error {
 }
 
 // ParseMicro parses a decimal in Postgres text form (as numeric, int or float
-// columns print) into Micro, rounding half away from zero past six decimals.
+// columns print) into Micro, rounding the printed decimal half away from zero
+// past six decimals: exactly SQL's round(score::text::numeric, 6). An
+// exponent (float4 and float8 print one for tiny values) moves the decimal
+// point in the text; no binary float ever rounds the value.
 func ParseMicro(s string) (Micro, error) {
+	orig := s
 	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, fmt.Errorf("score %q: empty", s)
-	}
-	if strings.ContainsAny(s, "eEnN") { // exponent, NaN, Infinity
-		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > 9e12 {
-			return 0, fmt.Errorf("score %q: not a finite number", s)
-		}
-		return Micro(math.Round(f * MicroUnit)), nil
-	}
 	neg := false
-	switch s[0] {
-	case '-':
-		neg, s = true, s[1:]
-	case '+':
-		s = s[1:]
+	if s != "" {
+		switch s[0] {
+		case '-':
+			neg, s = true, s[1:]
+		case '+':
+			s = s[1:]
+		}
 	}
-	intPart, frac, _ := strings.Cut(s, ".")
+	mant, exp := s, 0
+	if i := strings.IndexAny(s, "eE"); i >= 0 {
+		e, err := strconv.Atoi(s[i+1:])
+		if err != nil {
+			return 0, fmt.Errorf("score %q: not a number", orig)
+		}
+		mant, exp = s[:i], e
+	}
+	intPart, frac, _ := strings.Cut(mant, ".")
 	if intPart == "" && frac == "" {
-		return 0, fmt.Errorf("score %q: not a number", s)
+		return 0, fmt.Errorf("score %q: not a number", orig)
+	}
+	if !allDigits(intPart) || !allDigits(frac) {
+		return 0, fmt.Errorf("score %q: not a number", orig)
+	}
+	if exp != 0 {
+		digits := strings.TrimLeft(intPart, "0")
+		point := len(digits) + exp
+		digits += frac
+		switch {
+		case point > 20:
+			return 0, fmt.Errorf("score %q: out of range", orig)
+		case point < -7: // nothing reaches the seventh decimal
+			intPart, frac = "", ""
+		case point <= 0:
+			intPart, frac = "", strings.Repeat("0", -point)+digits
+		case point >= len(digits):
+			intPart, frac = digits+strings.Repeat("0", point-len(digits)), ""
+		default:
+			intPart, frac = digits[:point], digits[point:]
+		}
 	}
 	var v uint64
 	for _, c := range intPart {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("score %q: not a number", s)
-		}
 		v = v*10 + uint64(c-'0')
 		if v > 9_000_000_000_000 {
-			return 0, fmt.Errorf("score %q: out of range", s)
+			return 0, fmt.Errorf("score %q: out of range", orig)
 		}
 	}
 	v *= MicroUnit
 	var scale uint64 = MicroUnit / 10
-	round := false
 	for i, c := range frac {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("score %q: not a number", s)
+		if i == 6 {
+			if c >= '5' {
+				v++
+			}
+			break
 		}
-		if i < 6 {
-			v += uint64(c-'0') * scale
-			scale /= 10
-		} else if i == 6 {
-			round = c >= '5'
-		}
-	}
-	if round {
-		v++
+		v += uint64(c-'0') * scale
+		scale /= 10
 	}
 	if neg {
 		return -Micro(v), nil
 	}
 	return Micro(v), nil
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // State is one subject's reputation after the deltas up to LSN.

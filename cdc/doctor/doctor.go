@@ -210,7 +210,7 @@ func Run(ctx context.Context, in Input) Report {
 		return *rep
 	}
 	for _, step := range []func(context.Context) error{
-		r.checkSettings, r.checkRole, r.checkTables, r.checkPublication, r.checkSlot, r.checkMigrations,
+		r.checkSettings, r.checkRole, r.checkTables, r.checkWhere, r.checkPublication, r.checkSlot, r.checkMigrations,
 	} {
 		if err := step(ctx); err != nil {
 			if !errors.Is(err, errStop) {

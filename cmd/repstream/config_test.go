@@ -78,6 +78,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"no sources", "database_url: postgres://x@y/z\n", "sources"},
 		{"scale backwards", strings.Replace(minimal, "[1, 5]", "[5, 1]", 1), "sources[0].scale"},
 		{"scale one bound", strings.Replace(minimal, "[1, 5]", "[5]", 1), "sources[0].scale"},
+		{"scale too wide for exact sums", strings.Replace(minimal, "[1, 5]", "[0, 10000]", 1), "sources[0].scale"},
 		{"template without column", strings.Replace(minimal, `"seller:{seller_id}"`, `"seller"`, 1), "sources[0].subject"},
 		{"template unclosed", strings.Replace(minimal, `"seller:{seller_id}"`, `"seller:{seller_id"`, 1), "sources[0].subject"},
 		{"no score", strings.Replace(minimal, "score: rating", "", 1), "sources[0].score"},

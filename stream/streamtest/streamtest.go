@@ -135,12 +135,24 @@ func WaitConverged(t testing.TB, conn *pgx.Conn, within time.Duration) {
 // truth over the source tables in src.
 func WaitConvergedIn(t testing.TB, src, store *pgx.Conn, within time.Duration) {
 	t.Helper()
-	conn := src
+	waitConverged(t, src, store, recompute, within)
+}
+
+// WaitConvergedTo waits until the derived state equals what truth, a query
+// returning (subject, count, sum in millionths) per subject, recomputes from
+// a test's own source tables.
+func WaitConvergedTo(t testing.TB, conn *pgx.Conn, truth string, within time.Duration) {
+	t.Helper()
+	waitConverged(t, conn, conn, truth, within)
+}
+
+func waitConverged(t testing.TB, src, store *pgx.Conn, truthSQL string, within time.Duration) {
+	t.Helper()
 	ctx := context.Background()
 	deadline := time.Now().Add(within)
 	last := ""
 	for {
-		truth, err := Truth(ctx, conn)
+		truth, err := figures(ctx, src, truthSQL)
 		if err != nil {
 			t.Fatal(err)
 		}
