@@ -4,7 +4,7 @@ BIN     ?= bin/repstream
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test vet fuzz e2e bench proto clean
+.PHONY: all build run test vet fuzz jstest e2e bench proto clean
 
 all: build
 
@@ -23,6 +23,16 @@ vet:
 test: vet
 	$(GO) test -race -timeout 20m ./...
 	$(MAKE) fuzz
+	$(MAKE) jstest
+
+# The browser client's tests (web/test, node --test) and its type check:
+# repstream.js's JSDoc under tsc --checkJs, and against repstream.d.ts.
+# Needs Node >= 20 and npm; `npm ci` installs only what web/package-lock.json
+# pins, from the npm registry.
+jstest:
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	cd web && npm test
+	cd web && npm run typecheck
 
 # Short fuzzing over the committed seed corpora. A count, not a duration:
 # Go 1.26's fuzz coordinator can fail a target with "context deadline

@@ -13,11 +13,19 @@ import (
 	"github.com/repstream/repstream/stream/hub"
 )
 
-// subjectParam reads {subject}, unescaping it (chi routes on the escaped
-// path, so "a%2Fb" arrives escaped).
+// subjectParam reads {subject}, unescaped exactly once. chi routes on
+// URL.RawPath when the request has one (an escaped "/" as in "a%2Fb" makes
+// net/http keep it) and on the already unescaped URL.Path otherwise (as for
+// "a%2541", whose Path "a%41" must not be unescaped again).
 func subjectParam(r *http.Request) (string, bool) {
-	s, err := url.PathUnescape(chi.URLParam(r, "subject"))
-	return s, err == nil && s != ""
+	s := chi.URLParam(r, "subject")
+	if r.URL.RawPath != "" {
+		var err error
+		if s, err = url.PathUnescape(s); err != nil {
+			return "", false
+		}
+	}
+	return s, s != ""
 }
 
 // limitParam reads ?limit=, with a default and the configured maximum.
@@ -143,27 +151,45 @@ func (s *Server) getDeltas(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	m, err := s.log.Meta(r.Context())
-	if err != nil {
-		s.storeError(w, r, err)
-		return
+	gone := func(from stream.LSN) {
+		writeError(w, http.StatusGone, wire.CodeBadCursor, "cursor "+since.String()+" is older than the retained log (from "+from.String()+"); read the subject's state instead")
 	}
-	if sinceText == "" {
-		since = m.LogFrom
-	}
-	if since < m.LogFrom {
-		writeError(w, http.StatusGone, wire.CodeBadCursor, "cursor "+since.String()+" is older than the retained log (from "+m.LogFrom.String()+"); read the subject's state instead")
-		return
-	}
-	head := hub.Position(m.Checkpoint)
-	if since > head {
-		writeError(w, http.StatusBadRequest, wire.CodeBadCursor, "cursor "+since.String()+" is ahead of the server ("+head.String()+")")
-		return
-	}
-	ds, err := s.log.Deltas(r.Context(), stream.Selector{Subjects: []string{subj}}, since, head, limit+1)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
+	var ds []stream.Delta
+	var head stream.LSN
+	// The page is read consistently with the log's start (ErrPruned): a
+	// prune between the Meta and the read is a 410, never a gap. Without
+	// a since, the start is read again and the page retried.
+	for try := 0; ; try++ {
+		m, err := s.log.Meta(r.Context())
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		if sinceText == "" {
+			since = m.LogFrom
+		}
+		if since < m.LogFrom {
+			gone(m.LogFrom)
+			return
+		}
+		head = hub.Position(m.Checkpoint)
+		if since > head {
+			writeError(w, http.StatusBadRequest, wire.CodeBadCursor, "cursor "+since.String()+" is ahead of the server ("+head.String()+")")
+			return
+		}
+		ds, err = s.log.Deltas(r.Context(), stream.Selector{Subjects: []string{subj}}, since, head, limit+1)
+		if errors.Is(err, stream.ErrPruned) && (sinceText != "" || try >= 2) {
+			gone(since)
+			return
+		}
+		if errors.Is(err, stream.ErrPruned) {
+			continue
+		}
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		break
 	}
 	more := len(ds) > limit // one subject: one delta per transaction, so cutting never splits one
 	if more {

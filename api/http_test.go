@@ -1,10 +1,13 @@
 package api_test
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,4 +117,85 @@ func TestHTTP(t *testing.T) {
 		t.Fatalf("metrics: %v %v", err, resp)
 	}
 	resp.Body.Close()
+}
+
+// The subject in the path is unescaped once: /v1/subjects/a%2541 names
+// "a%41", not "aA"; an escaped slash names a subject with a slash.
+func TestHTTPSubjectPathUnescapedOnce(t *testing.T) {
+	e := apitest.Start(t, api.Config{}, nil)
+	e.Write(hub.Op{Subject: "a%41", Score: 1e6})
+	e.Write(hub.Op{Subject: "aA", Score: 2e6}, hub.Op{Subject: "a/b", Score: 3e6}, hub.Op{Subject: "a b", Score: 4e6})
+	all := apitest.Token(t, time.Hour, "*")
+	for path, want := range map[string]string{
+		"/v1/subjects/a%2541": "a%41",
+		"/v1/subjects/a%41":   "aA",
+		"/v1/subjects/aA":     "aA",
+		"/v1/subjects/a%2Fb":  "a/b",
+		"/v1/subjects/a%20b":  "a b",
+	} {
+		status, body := get(t, e, path, all)
+		if status != 200 || body["subject"] != want {
+			t.Errorf("GET %s: %d %v; want subject %q", path, status, body, want)
+		}
+		status, body = get(t, e, path+"/deltas", all)
+		items, _ := body["items"].([]any)
+		if status != 200 || len(items) != 1 || items[0].(map[string]any)["subject"] != want {
+			t.Errorf("GET %s/deltas: %d %v; want one delta of %q", path, status, body, want)
+		}
+	}
+	// Only the token's subjects: a%41 is not covered by a token for aA.
+	if status, _ := get(t, e, "/v1/subjects/a%2541", apitest.Token(t, time.Hour, "aA")); status != 403 {
+		t.Errorf("GET a%%2541 with a token for aA: %d; want 403", status)
+	}
+}
+
+// pruneAfterMeta prunes the log right after the first Meta read, as
+// retention may between the HTTP handler's checks and its read.
+type pruneAfterMeta struct {
+	*hub.MemLog
+	once sync.Once
+	upto stream.LSN
+	arm  atomic.Bool
+}
+
+func (p *pruneAfterMeta) Meta(ctx context.Context) (stream.Meta, error) {
+	m, err := p.MemLog.Meta(ctx)
+	if p.arm.Load() {
+		p.once.Do(func() { p.MemLog.Prune(p.upto) })
+	}
+	return m, err
+}
+
+// GET /v1/subjects/{s}/deltas reads its page consistently with the
+// retention bound: pruned under the request it answers 410, never a page
+// with a gap.
+func TestHTTPDeltasPrunedUnderRequest(t *testing.T) {
+	log := hub.NewMemLog("epoch-1", 0x1000)
+	pl := &pruneAfterMeta{MemLog: log}
+	e := apitest.StartLog(t, api.Config{}, nil, pl)
+	m, _ := log.Meta(context.Background())
+	e.Server.Hub().Reset(m)
+	var lsns []stream.LSN
+	lsn := stream.LSN(0x1000)
+	for range 10 {
+		tx, err := log.Commit(lsn, []hub.Op{{Subject: "seller:1", Score: 4e6}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		lsns = append(lsns, tx.LSN)
+		lsn += 0x10
+	}
+	pl.upto = lsns[5]
+	pl.arm.Store(true)
+	all := apitest.Token(t, time.Hour, "*")
+	status, body := get(t, e, "/v1/subjects/seller:1/deltas?since="+lsns[1].String(), all)
+	if status != 410 || body["code"] != "bad_cursor" {
+		t.Fatalf("pruned under the request: %d %v; want 410 bad_cursor", status, body)
+	}
+	// Without since the page starts at the log's start, read again.
+	status, body = get(t, e, "/v1/subjects/seller:1/deltas", all)
+	items, _ := body["items"].([]any)
+	if status != 200 || len(items) != 4 || items[0].(map[string]any)["lsn"] != lsns[6].String() {
+		t.Fatalf("no since: %d %v; want the 4 deltas after %s", status, body, lsns[5])
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -250,6 +251,7 @@ type session struct {
 	cancel   context.CancelFunc   // guarded by mu; cancels the worker's requests
 	pong     []byte               // guarded by mu; the payload of the client's latest ping
 	working  bool                 // guarded by mu; the worker runs
+	detached bool                 // guarded by mu; the worker gave its slot back (a client-paced catch-up)
 	ended    bool                 // guarded by mu; end ran
 	pongDue  bool                 // guarded by mu; a client's ping awaits its pong
 }
@@ -307,12 +309,12 @@ func (ss *session) readFrame(br *bufio.Reader) bool {
 		ss.hc.Close(CloseProtocolError, truncate(err.Error(), 100))
 		return false
 	}
-	if h.Length > s.cfg.MaxFrameBytes-int64(len(ss.frag)) {
+	if h.Length > ss.frameLimit()-int64(len(ss.frag)) {
 		ss.hc.Close(CloseTooBig, "frame too large")
 		return false
 	}
-	p := make([]byte, h.Length)
-	if _, err := io.ReadFull(br, p); err != nil {
+	p, err := readPayload(br, h.Length)
+	if err != nil {
 		return false
 	}
 	ws.Cipher(p, h.Mask, 0)
@@ -346,6 +348,50 @@ func (ss *session) readFrame(br *bufio.Reader) bool {
 	m := ss.frag
 	ss.frag = nil
 	return ss.handle(m)
+}
+
+// preHelloFrameBytes bounds a message before the session is
+// authenticated: room for a hello with a large token, little for a peer
+// that has shown no credentials.
+const preHelloFrameBytes = 8 << 10
+
+// frameLimit is the largest message the session takes now: the configured
+// max_frame_bytes once authenticated, preHelloFrameBytes before.
+func (ss *session) frameLimit() int64 {
+	ss.mu.Lock()
+	authed := ss.grant != nil
+	ss.mu.Unlock()
+	if authed {
+		return ss.srv.cfg.MaxFrameBytes
+	}
+	return min(ss.srv.cfg.MaxFrameBytes, preHelloFrameBytes)
+}
+
+// payloadStep is the most readPayload allocates ahead of the bytes that
+// arrived.
+const payloadStep = 4 << 10
+
+// readPayload reads a frame's n payload bytes, growing the buffer as they
+// arrive (doubling, from at most payloadStep), so a header that announces
+// a large frame costs no more memory than the bytes the peer really sends.
+func readPayload(r io.Reader, n int64) ([]byte, error) {
+	p := make([]byte, 0, min(n, payloadStep))
+	for int64(len(p)) < n {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, int(min(n-int64(len(p)), int64(cap(p)))))
+		}
+		m, err := r.Read(p[len(p):min(int64(cap(p)), n)])
+		p = p[:len(p)+m]
+		if err != nil {
+			if err == io.EOF && int64(len(p)) < n {
+				err = io.ErrUnexpectedEOF
+			}
+			if int64(len(p)) < n {
+				return nil, err
+			}
+		}
+	}
+	return p, nil
 }
 
 // closeRead shuts the connection's read side down, which ends the session
@@ -405,6 +451,13 @@ func (ss *session) handle(b []byte) bool {
 	switch {
 	case errors.As(err, &re):
 		s.m.received.WithLabelValues("invalid").Inc()
+		if ss.currentGrant() == nil {
+			// Not welcomed: a hello without a token (or anything else
+			// invalid) ends the session now, not at the hello timeout.
+			s.m.authFailures.WithLabelValues("no_hello").Inc()
+			ss.hc.Close(CloseUnauthenticated, truncate("send hello with a token first: "+re.Msg, 100))
+			return true
+		}
 		ss.hc.Enqueue(ss.codec.Error(re.ID, wire.CodeBadRequest, truncate(re.Msg, 200)))
 		return true
 	case err != nil:
@@ -430,13 +483,15 @@ func (ss *session) handle(b []byte) bool {
 			return true
 		}
 		return ss.authenticated(g)
-	case wire.TypePing:
-		ss.hc.Enqueue(ss.codec.Pong(m.ID))
-		return true
 	}
-	// subscribe, unsubscribe
+	// ping, subscribe, unsubscribe: nothing but errors (and the close) goes
+	// to a session that has not been welcomed.
 	if grant == nil {
 		ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeUnauthenticated, "send hello with a token first"))
+		return true
+	}
+	if m.Type == wire.TypePing {
+		ss.hc.Enqueue(ss.codec.Pong(m.ID))
 		return true
 	}
 	if m.Type == wire.TypeSubscribe {
@@ -470,6 +525,7 @@ func (ss *session) authenticated(g *Grant) bool {
 	}
 	ss.mu.Unlock()
 	if !first {
+		ss.revoke(g)
 		return true
 	}
 	epoch, head, err := s.hub.Ready(context.Background())
@@ -479,7 +535,29 @@ func (ss *session) authenticated(g *Grant) bool {
 		return false
 	}
 	ss.hc.Enqueue(ss.codec.Welcome(epoch, head, s.cfg.Heartbeat, "repstream/"+s.version))
+	ss.hc.Admit() // ticks only after welcome
 	return true
+}
+
+// revoke stops the subscriptions a refreshed grant no longer covers, each
+// answered with error forbidden for its id.
+func (ss *session) revoke(g *Grant) {
+	ids := ss.hc.Revoke(func(sel stream.Selector) bool {
+		ok, _ := g.AllowsSelector(sel)
+		return ok
+	})
+	for _, id := range ids {
+		ss.srv.m.authFailures.WithLabelValues("forbidden").Inc()
+		ss.hc.Enqueue(ss.codec.Error(id, wire.CodeForbidden, "the refreshed token does not cover this subscription; it was stopped"))
+	}
+}
+
+// currentGrant returns the session's grant now (a refresh may have
+// replaced the one a request was checked against).
+func (ss *session) currentGrant() *Grant {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.grant
 }
 
 // request queues a subscribe or unsubscribe for the worker, starting it
@@ -515,10 +593,27 @@ func (ss *session) request(m wire.ClientMessage) {
 	}
 }
 
+// detach gives the session's subscribe worker slot back while its request
+// goes on (on the same goroutine): the request's catch-up now waits on the
+// client, and a slow client must not hold a worker the other connections'
+// subscribes need. work then ends after that request.
+func (ss *session) detach() {
+	ss.mu.Lock()
+	if ss.detached {
+		ss.mu.Unlock()
+		return
+	}
+	ss.detached = true
+	ss.mu.Unlock()
+	ss.shared.releaseSlot()
+}
+
 // work runs the queued subscribes and unsubscribes in order, on one of the
 // server's subscribe workers, and returns when none is left (request starts
-// it again). Its context is cancelled when the session ends.
-func (ss *session) work() {
+// it again). Its context is cancelled when the session ends. If a request
+// gave the worker slot back (detach), work returns after it, true, and the
+// requests left are put in line for a worker again.
+func (ss *session) work() (detached bool) {
 	defer ss.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
 	ss.mu.Lock()
@@ -539,10 +634,27 @@ func (ss *session) work() {
 			ss.serve(ctx, m)
 		}
 		ss.mu.Lock()
+		if ss.detached {
+			ss.detached = false
+			requeue := len(ss.reqs) > 0 && !ss.ended
+			if requeue {
+				ss.wg.Add(1) // for the work the line starts
+			} else {
+				ss.working, ss.reqs = false, nil
+			}
+			ss.cancel = nil
+			ss.mu.Unlock()
+			cancel()
+			if requeue {
+				ss.shared.startWork(ss)
+			}
+			return true
+		}
 	}
 	ss.working, ss.reqs, ss.cancel = false, nil, nil
 	ss.mu.Unlock()
 	cancel()
+	return false
 }
 
 // serve runs one subscribe or unsubscribe.
@@ -554,7 +666,7 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 		ss.hc.Enqueue(ss.codec.Unsubscribed(m.ID))
 	case wire.TypeSubscribe:
 		req := hub.Request{ID: m.ID, Sel: stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix},
-			Epoch: m.Epoch, Throttle: s.cfg.throttle(m.ThrottleMs)}
+			Epoch: m.Epoch, Throttle: s.cfg.throttle(m.ThrottleMs), Waiting: ss.detach}
 		if m.HasSince && m.Since != "" {
 			lsn, err := stream.ParseLSN(m.Since)
 			if err != nil {
@@ -562,6 +674,20 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 				return
 			}
 			req.Since = &lsn
+		}
+		// The grant may have been refreshed since the request was
+		// checked: check it again, and once more after the subscription
+		// is registered, so a refresh racing it cannot miss it (revoke
+		// sees it registered, or this sees the new grant).
+		g := ss.currentGrant()
+		if ok, what := g.AllowsSelector(req.Sel); !ok {
+			ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeForbidden, "the token does not cover "+strconv.Quote(truncate(what, 100))))
+			return
+		}
+		req.Registered = func() {
+			if g2 := ss.currentGrant(); g2 != g {
+				ss.revoke(g2)
+			}
 		}
 		if _, err := ss.hc.Subscribe(ctx, req); err != nil {
 			var he *hub.Error

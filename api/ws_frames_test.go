@@ -319,3 +319,14 @@ func TestCloseUnanswered(t *testing.T) {
 		t.Fatalf("dropped after %s: the peer had no time to answer the close", d)
 	}
 }
+
+func (g gatedLog) StatesAfter(ctx context.Context, sel stream.Selector, after string, limit int) ([]stream.State, stream.LSN, error) {
+	if slices.Contains(sel.Subjects, "slow:1") {
+		select {
+		case <-g.open:
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+	return g.MemLog.StatesAfter(ctx, sel, after, limit)
+}

@@ -26,6 +26,8 @@ type wsClient struct {
 	t     testing.TB
 	ws    *websocket.Conn
 	codec wire.Codec
+
+	caughtUp bool // read returns caught_up messages (else skips them)
 }
 
 func dial(t testing.TB, e *apitest.Env, codec wire.Codec, h http.Header) *wsClient {
@@ -77,11 +79,17 @@ func (c *wsClient) sendRaw(b []byte) {
 
 func (c *wsClient) read(timeout time.Duration) (wire.ServerMessage, error) {
 	_ = c.ws.SetReadDeadline(time.Now().Add(timeout))
-	_, b, err := c.ws.ReadMessage()
-	if err != nil {
-		return wire.ServerMessage{}, err
+	for {
+		_, b, err := c.ws.ReadMessage()
+		if err != nil {
+			return wire.ServerMessage{}, err
+		}
+		m, err := c.codec.DecodeServer(b)
+		if err == nil && m.Type == wire.TypeCaughtUp && !c.caughtUp {
+			continue
+		}
+		return m, err
 	}
-	return c.codec.DecodeServer(b)
 }
 
 func (c *wsClient) next() wire.ServerMessage {

@@ -188,25 +188,43 @@ func (w *wsShared) startWork(ss *session) {
 }
 
 // worker runs ss's requests, then those of the sessions in line, until
-// none waits.
+// none waits, or until a request gave the slot back (releaseSlot handed it
+// on).
 func (w *wsShared) worker(ss *session) {
 	for ss != nil {
-		ss.work()
-		w.wmu.Lock()
-		ss = nil
-		for ss == nil && len(w.waiting) > 0 {
-			if x := w.waiting[0]; x.inLine { // else it ended while in line
-				x.inLine = false
-				ss = x
-			}
-			w.waiting[0] = nil
-			w.waiting = w.waiting[1:]
+		if ss.work() {
+			return
 		}
-		if ss == nil {
-			w.working--
-			w.waiting = nil
+		ss = w.takeNext()
+	}
+}
+
+// takeNext hands a worker slot to the next session in line, or gives it
+// up when none waits (nil).
+func (w *wsShared) takeNext() *session {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	var ss *session
+	for ss == nil && len(w.waiting) > 0 {
+		if x := w.waiting[0]; x.inLine { // else it ended while in line
+			x.inLine = false
+			ss = x
 		}
-		w.wmu.Unlock()
+		w.waiting[0] = nil
+		w.waiting = w.waiting[1:]
+	}
+	if ss == nil {
+		w.working--
+		w.waiting = nil
+	}
+	return ss
+}
+
+// releaseSlot gives a worker slot back while its goroutine goes on with a
+// client-paced request: the next session in line gets it, on a new worker.
+func (w *wsShared) releaseSlot() {
+	if next := w.takeNext(); next != nil {
+		go w.worker(next)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // AppendJSON appends the delta's "delta" message to b. It reports false, and
 // appends nothing, if a figure is NaN or infinite (JSON has no such numbers).
 func (d *Delta) AppendJSON(b []byte) ([]byte, bool) {
-	if !finite(round6(d.After.Mean), round6(d.After.Bayes), d.Change.Mean, d.Change.Bayes) {
+	if !finite(d.After.Mean, d.After.Bayes, d.Change.Mean, d.Change.Bayes) {
 		return b, false
 	}
 	c := d.Coalesced
@@ -49,9 +49,9 @@ func (s *State) appendJSON(b []byte) []byte {
 	b = append(b, `,"sum":`...)
 	b = s.Sum.appendText(b)
 	b = append(b, `,"mean":`...)
-	b = appendJSONFloat(b, round6(s.Mean))
+	b = appendJSONFloat(b, s.Mean)
 	b = append(b, `,"bayes":`...)
-	b = appendJSONFloat(b, round6(s.Bayes))
+	b = appendJSONFloat(b, s.Bayes)
 	if len(s.Hist) > 0 {
 		b = append(b, `,"hist":[`...)
 		for i, h := range s.Hist {

@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -76,4 +77,21 @@ func BenchmarkDeltaJSON(b *testing.B) {
 			d.marshalSlow() //nolint:errcheck
 		}
 	})
+}
+
+// A state's JSON (the HTTP API's) carries mean and bayes at full float64
+// precision, in the shortest form that reads back to the same value.
+func TestStateJSONFullPrecision(t *testing.T) {
+	st := State{Subject: "seller:1", Count: 17, Sum: 71 * MicroUnit, Mean: 71.0 / 17, Bayes: 1.0 / 3, LSN: 0x10}
+	b, err := json.Marshal(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"mean":4.176470588235294,`) || !strings.Contains(string(b), `"bayes":0.3333333333333333,`) {
+		t.Fatalf("state JSON %s; want mean and bayes at full precision", b)
+	}
+	var back State
+	if err := json.Unmarshal(b, &back); err != nil || back.Mean != st.Mean || back.Bayes != st.Bayes {
+		t.Fatalf("read back %+v, %v", back, err)
+	}
 }

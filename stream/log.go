@@ -10,6 +10,11 @@ import (
 // ErrNotFound means the subject has no state.
 var ErrNotFound = errors.New("stream: subject not found")
 
+// ErrPruned means a read of deltas after a cursor found the cursor below
+// the log's start: retention pruned deltas the reader was owed. The reader
+// must start over from states (a reset), never carry on with a gap.
+var ErrPruned = errors.New("stream: the log was pruned past the cursor")
+
 // Selector picks subjects by exact name or by prefix, as subscriptions do.
 type Selector struct {
 	Subjects []string
@@ -67,9 +72,16 @@ type Log interface {
 	// States returns the selected states ordered by order (empty: by subject),
 	// at most limit (0: no limit), with the head they are consistent with.
 	States(ctx context.Context, sel Selector, order Order, limit int) ([]State, LSN, error)
+	// StatesAfter returns a page of the selected states: those whose
+	// subject sorts after after (bytewise), in subject order, at most limit
+	// (0: no limit), with the head they are consistent with. Snapshots are
+	// read in such pages, so none holds every state at once.
+	StatesAfter(ctx context.Context, sel Selector, after string, limit int) ([]State, LSN, error)
 	// Deltas returns the selected deltas with since < lsn <= upto in LSN
 	// order (subject order within a transaction), at most limit (0: no
 	// limit); a limit never splits a transaction, so more may be returned.
+	// The read is consistent with the log's start: if since is below it
+	// (pruned), it returns ErrPruned and no deltas.
 	Deltas(ctx context.Context, sel Selector, since, upto LSN, limit int) ([]Delta, error)
 }
 

@@ -3,7 +3,6 @@ package stream
 import (
 	"encoding/json"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,12 +14,43 @@ import (
 // Its text form is pg_lsn's upper-case "X/Y".
 type LSN = pglogrepl.LSN
 
-// ParseLSN reads a cursor in pg_lsn text form.
+// ParseLSN reads a cursor in pg_lsn text form, exactly
+// ^[0-9A-F]{1,8}/[0-9A-F]{1,8}$ (hex digits in either case, as the JS client
+// and Postgres take them): no spaces, no trailing bytes, no half wider than
+// 32 bits.
 func ParseLSN(s string) (LSN, error) {
-	if s == "" || strings.Count(s, "/") != 1 {
+	hi, lo, ok := strings.Cut(s, "/")
+	if !ok {
 		return 0, fmt.Errorf("cursor %q: want pg_lsn form X/Y in hex", s)
 	}
-	return pglogrepl.ParseLSN(s)
+	x, okx := parseHex32(hi)
+	y, oky := parseHex32(lo)
+	if !okx || !oky {
+		return 0, fmt.Errorf("cursor %q: want pg_lsn form X/Y, 1 to 8 hex digits each", s)
+	}
+	return LSN(uint64(x)<<32 | uint64(y)), nil
+}
+
+// parseHex32 reads 1 to 8 hex digits.
+func parseHex32(s string) (uint32, bool) {
+	if len(s) < 1 || len(s) > 8 {
+		return 0, false
+	}
+	var v uint32
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint32(c-'0')
+		case c >= 'A' && c <= 'F':
+			v = v<<4 | uint32(c-'A'+10)
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint32(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // Micro is a score or a sum of scores in millionths, so sums stay exact
@@ -184,7 +214,7 @@ type stateJSON struct {
 // MarshalJSON writes the state as PROTOCOL.md describes it.
 func (s State) MarshalJSON() ([]byte, error) {
 	return json.Marshal(stateJSON{
-		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: round6(s.Mean), Bayes: round6(s.Bayes),
+		Subject: s.Subject, Count: s.Count, Sum: s.Sum, Mean: s.Mean, Bayes: s.Bayes,
 		Hist: s.Hist, Version: s.Version, LSN: s.LSN.String(),
 		UpdatedAt: s.UpdatedAt.UTC().Format("2006-01-02T15:04:05.000Z07:00"),
 	})
@@ -210,8 +240,6 @@ func (s *State) UnmarshalJSON(b []byte) error {
 		Hist: w.Hist, Version: w.Version, LSN: lsn, UpdatedAt: at}
 	return nil
 }
-
-func round6(f float64) float64 { return math.Round(f*1e6) / 1e6 }
 
 // Change is what one delta did to a subject: differences of the state's figures.
 type Change struct {

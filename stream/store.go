@@ -103,6 +103,17 @@ func likeEscape(s string) string {
 
 // States returns the selected states and the head they are consistent with.
 func (s *Store) States(ctx context.Context, sel Selector, order Order, limit int) ([]State, LSN, error) {
+	return s.states(ctx, sel, order, nil, limit)
+}
+
+// StatesAfter returns a page of the selected states: those whose subject
+// sorts after after, in subject order, at most limit, with the head they
+// are consistent with.
+func (s *Store) StatesAfter(ctx context.Context, sel Selector, after string, limit int) ([]State, LSN, error) {
+	return s.states(ctx, sel, "", &after, limit)
+}
+
+func (s *Store) states(ctx context.Context, sel Selector, order Order, after *string, limit int) ([]State, LSN, error) {
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, 0, fmt.Errorf("stream: read states: %w", err)
@@ -114,6 +125,10 @@ func (s *Store) States(ctx context.Context, sel Selector, order Order, limit int
 	}
 	var args []any
 	q := `SELECT ` + stateCols + ` FROM repstream.subjects WHERE ` + selWhere(sel, &args)
+	if after != nil {
+		args = append(args, *after)
+		q += fmt.Sprintf(` AND subject > $%d`, len(args))
+	}
 	switch order {
 	case "":
 		q += ` ORDER BY subject`
@@ -149,7 +164,23 @@ func scanDelta(row pgx.Row) (Delta, error) {
 // Deltas returns the selected deltas with since < lsn <= upto in LSN order.
 // A limit never splits a transaction: a full page is completed with the rest
 // of its last transaction.
+//
+// The page is read in one repeatable-read transaction with the log's
+// start: a prune that raised it past since (Prune deletes and raises it in
+// one statement) is seen, and answered ErrPruned, never read as a gap.
 func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit int) ([]Delta, error) {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return nil, fmt.Errorf("stream: read deltas: %w", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck
+	var from LSN
+	if err := tx.QueryRow(ctx, `SELECT log_from_lsn FROM repstream.meta`).Scan(&from); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("stream: read the log's start: %w", err)
+	}
+	if since < from {
+		return nil, fmt.Errorf("%w: cursor %s, log starts after %s", ErrPruned, since, from)
+	}
 	args := []any{since, upto}
 	lim := ""
 	if limit > 0 {
@@ -172,18 +203,18 @@ func (s *Store) Deltas(ctx context.Context, sel Selector, since, upto LSN, limit
 	default:
 		q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn > $1 AND lsn <= $2 AND ` + selWhere(sel, &args) + ` ORDER BY lsn, subject` + lim
 	}
-	out, err := s.collectDeltas(ctx, nil, q, args)
+	out, err := collectDeltas(ctx, tx, nil, q, args)
 	if err != nil || limit <= 0 || len(out) < limit {
 		return out, err
 	}
 	last := out[len(out)-1]
 	args = []any{last.LSN, last.Subject}
 	q = `SELECT ` + deltaCols + ` FROM repstream.deltas WHERE lsn = $1 AND subject > $2 AND ` + selWhere(sel, &args) + ` ORDER BY subject`
-	return s.collectDeltas(ctx, out, q, args)
+	return collectDeltas(ctx, tx, out, q, args)
 }
 
-func (s *Store) collectDeltas(ctx context.Context, out []Delta, q string, args []any) ([]Delta, error) {
-	rows, err := s.pool.Query(ctx, q, args...)
+func collectDeltas(ctx context.Context, tx pgx.Tx, out []Delta, q string, args []any) ([]Delta, error) {
+	rows, err := tx.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("stream: read deltas: %w", err)
 	}

@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -65,6 +66,12 @@ func TestPruneRaisesLogStart(t *testing.T) {
 	if len(left) != 4 || left[0].LSN != all[6] || left[0].Version != 7 {
 		t.Fatalf("after pruning: %d deltas starting %+v, want 4 starting at %s v7", len(left), left, all[6])
 	}
+	// A cursor below the log's start reads ErrPruned, not the deltas left.
+	for _, sel := range []stream.Selector{{Subjects: []string{"seller:1"}}, {Prefix: "seller:"}} {
+		if ds, err := e.Store().Deltas(ctx, sel, all[2], m.Checkpoint, 3); !errors.Is(err, stream.ErrPruned) {
+			t.Fatalf("%+v from a pruned cursor: %d deltas, %v; want ErrPruned", sel, len(ds), err)
+		}
+	}
 }
 
 // TestDeltasLimitKeepsTransactionsWhole: a page limit that falls inside a
@@ -124,5 +131,30 @@ func TestDeltasLimitKeepsTransactionsWhole(t *testing.T) {
 		if g := strings.Join(got, ", "); g != want {
 			t.Errorf("subjects %v, pages of 1: %s; want %s", subjects, g, want)
 		}
+	}
+
+	// States page by subject, as snapshots read them.
+	var pages []string
+	after := ""
+	for {
+		page, head, err := e.Store().StatesAfter(ctx, sel, after, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if head != m.Checkpoint {
+			t.Fatalf("page head %s, want %s", head, m.Checkpoint)
+		}
+		if len(page) == 0 {
+			break
+		}
+		var names []string
+		for _, st := range page {
+			names = append(names, st.Subject)
+		}
+		pages = append(pages, strings.Join(names, " "))
+		after = page[len(page)-1].Subject
+	}
+	if g := strings.Join(pages, " | "); g != "seller:1 seller:2 | seller:3" {
+		t.Errorf("state pages of 2: %s", g)
 	}
 }

@@ -233,6 +233,12 @@ function lsnOrZero(s) {
 
 const OPEN = 1;
 
+/** The longest delay setTimeout honours (2^31-1 ms, about 24.8 days); a longer one fires at once. */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Server error codes that may clear up by themselves: the subscription is retried with backoff on the same socket. */
+const TRANSIENT = new Set(['internal', 'unavailable']);
+
 /**
  * One subscription: its options, the states it holds and its resume cursor.
  * Created by RepstreamClient.subscribe(); do not construct directly.
@@ -277,6 +283,13 @@ export class Subscription {
     /** @internal @type {Delta[]} */ this._buffer = [];
     /** @internal @type {Map<string, State>|null} */ this._snapshot = null;
     /** @internal */ this._active = true;
+    /**
+     * @internal between subscribed and caught_up: deltas above `_head` may be owed to another,
+     * overlapping subscription, so they move this one's cursor only when no other one selects them.
+     */
+    this._replaying = false;
+    /** @internal transient errors in a row (backoff of the retry) */ this._retries = 0;
+    /** @internal @type {any} */ this._retryTimer = null;
   }
 
   /** Resume cursor: the greatest LSN applied, or of the snapshot / last tick. */
@@ -395,6 +408,7 @@ export class RepstreamClient {
     this._gen++;
     this._clearTimers();
     this._dropSocket(1000, 'client closed');
+    for (const s of this._subs) this._clearSubRetry(s);
     for (const s of this._subs) if (s._phase !== 'failed') s._phase = 'idle';
     this._setStatus(STATUS.OFFLINE, {});
   }
@@ -437,6 +451,7 @@ export class RepstreamClient {
   _unsubscribe(sub) {
     if (!this._subs.delete(sub)) return;
     sub._active = false;
+    this._clearSubRetry(sub);
     this._byReq.delete(sub._reqId);
     if (this._welcomed && (sub._phase === 'pending' || sub._phase === 'snapshot' || sub._phase === 'ready')) {
       // Leave alone what another subscription still asks the server for.
@@ -576,6 +591,9 @@ export class RepstreamClient {
         case 'tick':
           this._onTick(msg);
           break;
+        case 'caught_up':
+          this._onCaughtUp(msg);
+          break;
         case 'error':
           this._onServerError(msg);
           break;
@@ -648,6 +666,7 @@ export class RepstreamClient {
     const id = ++this._reqSeq;
     sub._reqId = id;
     sub._phase = 'pending';
+    sub._replaying = true;
     sub._head = null;
     sub._resetPending = false;
     sub._buffer = [];
@@ -674,7 +693,16 @@ export class RepstreamClient {
    */
   _onSubscribed(msg) {
     const sub = this._byReq.get(msg.id);
-    if (!sub || sub._phase !== 'pending') return;
+    if (!sub) return;
+    if (sub._phase === 'ready' && sub._replaying && msg.mode === 'snapshot') {
+      // The server cut the replay short (retention pruned the log under it): a reset snapshot follows.
+      sub._phase = 'pending';
+      sub._buffer = [];
+      sub._snapshot = null;
+      sub.caughtUp = false;
+    }
+    if (sub._phase !== 'pending') return;
+    sub._replaying = true;
     sub._head = lsnOrZero(msg.lsn);
     if (msg.mode === 'snapshot') {
       sub._phase = 'snapshot';
@@ -721,8 +749,9 @@ export class RepstreamClient {
     const early = sub._buffer;
     sub._buffer = [];
     this._call(sub.onSnapshot, sub.states, { lsn: formatLSN(head), reset }, sub);
-    // Live deltas that overtook the snapshot (for overlapping subscriptions).
-    for (const d of early) this._apply(sub, d, lsnOrZero(d.lsn));
+    // Live deltas that overtook the snapshot (for overlapping subscriptions): their states are
+    // newer, but they move the cursor only if no other subscription may be owed them.
+    for (const d of early) this._apply(sub, d, lsnOrZero(d.lsn), !this._othersSelect(sub, d.subject));
     this._updateStatus();
   }
 
@@ -749,7 +778,15 @@ export class RepstreamClient {
           continue;
         }
         if (sub._phase !== 'ready') continue;
-        if (this._apply(sub, d, lsn)) touched.add(sub);
+        // Advance a cursor only from deltas owed to its subscription. While it catches up, a delta
+        // at or below its H is its replay; one above H is its own only if no other subscription
+        // selects it (then its replay is over: the server sends what it buffered only after).
+        let owed = true;
+        if (sub._replaying && (sub._head === null || lsn > sub._head)) {
+          owed = !this._othersSelect(sub, d.subject);
+          if (owed) sub._replaying = false;
+        }
+        if (this._apply(sub, d, lsn, owed)) touched.add(sub);
       }
     }
     // A frame never splits a transaction, so the greatest applied LSN is a safe cursor.
@@ -769,15 +806,19 @@ export class RepstreamClient {
    * @param {Subscription} sub
    * @param {Delta} d
    * @param {bigint} lsn
+   * @param {boolean} [advance=true]  whether the delta may move the cursor (it is owed to sub)
    * @returns {boolean} whether it was applied
    */
-  _apply(sub, d, lsn) {
+  _apply(sub, d, lsn, advance = true) {
+    if (advance) {
+      // Owed to sub: everything it is owed up to lsn has come, even if its state is held already.
+      sub._cursor = maxLSN(sub._cursor, lsn);
+      sub._cursorEpoch = this.epoch;
+    }
     const held = sub._lsns.get(d.subject);
     if (held !== undefined && lsn <= held) return false;
     sub.states.set(d.subject, d.after);
     sub._lsns.set(d.subject, lsn);
-    sub._cursor = maxLSN(sub._cursor, lsn);
-    sub._cursorEpoch = this.epoch;
     this._call(sub.onDelta, d, d.after, sub);
     return true;
   }
@@ -797,6 +838,7 @@ export class RepstreamClient {
     let changed = false;
     for (const sub of this._subs) {
       if (sub._phase !== 'ready') continue; // before its snapshot a tick says nothing about it
+      sub._replaying = false; // ticks are held back while any subscription catches up
       sub._cursor = maxLSN(sub._cursor, t);
       sub._cursorEpoch = this.epoch;
       if (!sub.caughtUp && (sub._head === null || t >= sub._head)) {
@@ -808,6 +850,69 @@ export class RepstreamClient {
   }
 
   /**
+   * The server ended a subscription's catch-up: everything it was owed up to msg.lsn was sent.
+   * @private
+   * @param {{id: number, lsn: string}} msg
+   */
+  _onCaughtUp(msg) {
+    const sub = this._byReq.get(msg.id);
+    if (!sub || sub._phase !== 'ready') return;
+    let l;
+    try {
+      l = parseLSN(msg.lsn);
+    } catch {
+      return;
+    }
+    sub._replaying = false;
+    sub._retries = 0;
+    sub._cursor = maxLSN(sub._cursor, l);
+    sub._cursorEpoch = this.epoch;
+    if (!sub.caughtUp) {
+      sub.caughtUp = true;
+      this._updateStatus();
+    }
+  }
+
+  /**
+   * Whether a subscription other than sub may be owed deltas of subject.
+   * @private
+   * @param {Subscription} sub
+   * @param {string} subject
+   */
+  _othersSelect(sub, subject) {
+    for (const o of this._subs) {
+      if (o !== sub && (o._phase === 'pending' || o._phase === 'snapshot' || o._phase === 'ready') && o._matches(subject)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * @private
+   * @param {Subscription} sub
+   */
+  _clearSubRetry(sub) {
+    if (sub._retryTimer !== null) this._clearTimeout(sub._retryTimer);
+    sub._retryTimer = null;
+  }
+
+  /**
+   * Resubscribes after a transient error, with backoff, on the same socket.
+   * @private
+   * @param {Subscription} sub
+   */
+  _retrySubscription(sub) {
+    this._clearSubRetry(sub);
+    const delay = backoffDelay(sub._retries++, this._baseMs, this._capMs, this._random);
+    const ws = this._ws;
+    sub._retryTimer = this._setTimeout(() => {
+      sub._retryTimer = null;
+      if (ws !== this._ws || !this._welcomed || !sub._active || sub._phase !== 'failed') return;
+      this._sendSubscribe(sub);
+      this._updateStatus();
+    }, Math.min(delay, MAX_TIMEOUT_MS));
+  }
+
+  /**
    * @private
    * @param {{id?: number, code?: string, message?: string}} msg
    */
@@ -816,8 +921,11 @@ export class RepstreamClient {
     const err = { code: String(msg.code ?? 'internal'), message: String(msg.message ?? '') };
     if (typeof msg.id === 'number') err.id = msg.id;
     const sub = typeof msg.id === 'number' ? this._byReq.get(msg.id) : undefined;
-    if (sub && sub._phase === 'pending') {
-      if (err.code === 'bad_cursor') {
+    // A request fails before its subscribed, or (the server dropped it) during its catch-up;
+    // a refreshed token that no longer covers it ends it at any time.
+    const failing = sub && (sub._phase === 'pending' || (sub._phase !== 'idle' && sub._phase !== 'failed' && (sub._replaying || err.code === 'forbidden')));
+    if (sub && failing) {
+      if (err.code === 'bad_cursor' && sub._phase === 'pending') {
         // The cursor is unusable: start this subscription over from a snapshot.
         sub.states.clear();
         sub._lsns.clear();
@@ -826,11 +934,15 @@ export class RepstreamClient {
         this._call(sub.onReset, { reason: 'bad_cursor', epoch: this.epoch }, sub);
         this._sendSubscribe(sub);
       } else {
-        // Retried on the next connection (a new token may allow it).
+        // Retried on the next connection (a new token may allow it); a transient error also
+        // with backoff on this one.
         sub._phase = 'failed';
+        sub._buffer = [];
+        sub._snapshot = null;
         sub.error = err;
         sub.caughtUp = true;
         this._call(sub.onError, err, sub);
+        if (TRANSIENT.has(err.code)) this._retrySubscription(sub);
       }
     }
     this._log.warn(`repstream: server error ${err.code}: ${err.message}`);
@@ -850,6 +962,7 @@ export class RepstreamClient {
     this._welcomed = false;
     this._welcomedAt = null;
     this._clearTimers();
+    for (const s of this._subs) this._clearSubRetry(s);
     if (wasStable) this._attempt = 0;
     for (const s of this._subs) if (s._phase !== 'failed') s._phase = 'idle';
     switch (code) {
@@ -906,7 +1019,7 @@ export class RepstreamClient {
     this._retryTimer = this._setTimeout(() => {
       this._retryTimer = null;
       if (this._wanted && gen === this._gen) void this._open();
-    }, delay);
+    }, Math.min(delay, MAX_TIMEOUT_MS));
     this._setStatus(STATUS.OFFLINE, { ...detail, retryInMs: delay, attempt });
   }
 
@@ -917,8 +1030,14 @@ export class RepstreamClient {
     if (!Number.isFinite(delay)) return;
     const ws = this._ws;
     const oldExp = tokenExpiry(this._token);
+    const wait = Math.max(0, delay);
     this._refreshTimer = this._setTimeout(async () => {
       this._refreshTimer = null;
+      if (wait > MAX_TIMEOUT_MS) {
+        // setTimeout cannot wait that long: this was a step of at most MAX_TIMEOUT_MS; wait again.
+        if (ws === this._ws && this._welcomed) this._scheduleRefresh();
+        return;
+      }
       let t;
       try {
         t = await /** @type {() => (string|Promise<string>)} */ (this._getToken)();
@@ -935,7 +1054,7 @@ export class RepstreamClient {
         return;
       }
       this._scheduleRefresh();
-    }, Math.max(0, delay));
+    }, Math.min(wait, MAX_TIMEOUT_MS));
   }
 
   /**
@@ -957,7 +1076,7 @@ export class RepstreamClient {
       if (ws !== this._ws) return;
       const left = this._heardAt + ms - this._now();
       if (left > 0) {
-        this._watchdog = this._setTimeout(check, left);
+        this._watchdog = this._setTimeout(check, Math.min(left, MAX_TIMEOUT_MS)); // re-armed until really due
         return;
       }
       this._log.warn(`repstream: nothing heard for ${ms} ms; reconnecting`);
@@ -965,7 +1084,7 @@ export class RepstreamClient {
       closeQuietly(ws, 1000, 'heartbeat timeout');
       this._onClose(1006, 'heartbeat timeout');
     };
-    this._watchdog = this._setTimeout(check, ms);
+    this._watchdog = this._setTimeout(check, Math.min(ms, MAX_TIMEOUT_MS));
   }
 
   /** @private */

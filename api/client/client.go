@@ -92,10 +92,14 @@ type Client struct {
 	log   *slog.Logger
 
 	mu     sync.Mutex
-	epoch  string                // guarded by mu
-	cursor stream.LSN            // guarded by mu; 0: none (snapshot)
-	held   map[string]stream.LSN // guarded by mu; LSN of each subject's held state
-	stats  Stats                 // guarded by mu
+	epoch  string     // guarded by mu
+	cursor stream.LSN // guarded by mu; 0: none (snapshot)
+	// cursorEpoch is the epoch cursor is known to belong to: Options.Epoch
+	// for a cursor the user gave, the server's once the cursor was learnt
+	// from it; "" when unknown (subscribe then names no epoch).
+	cursorEpoch string                // guarded by mu
+	held        map[string]stream.LSN // guarded by mu; LSN of each subject's held state
+	stats       Stats                 // guarded by mu
 }
 
 // New checks the options and returns a client.
@@ -118,7 +122,7 @@ func New(o Options) (*Client, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	c := &Client{o: o, codec: wire.JSON{}, log: o.Logger, epoch: o.Epoch, cursor: o.Since, held: map[string]stream.LSN{}}
+	c := &Client{o: o, codec: wire.JSON{}, log: o.Logger, epoch: o.Epoch, cursor: o.Since, cursorEpoch: o.Epoch, held: map[string]stream.LSN{}}
 	if o.Proto {
 		c.codec = wire.Proto{}
 	}
@@ -275,7 +279,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			sub := wire.ClientMessage{Type: wire.TypeSubscribe, ID: subID, Subjects: c.o.Subjects, Prefix: c.o.Prefix,
 				ThrottleMs: c.o.Throttle.Milliseconds()}
 			if c.cursor > 0 {
-				sub.Since, sub.HasSince, sub.Epoch = c.cursor.String(), true, c.epoch
+				sub.Since, sub.HasSince, sub.Epoch = c.cursor.String(), true, c.cursorEpoch
 			}
 			c.mu.Unlock()
 			if err := send(sub); err != nil {
@@ -298,6 +302,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			}
 			if !m.More {
 				c.cursor = max(c.cursor, m.LSN)
+				c.cursorEpoch = c.epoch
 			}
 			c.mu.Unlock()
 		case wire.TypeDelta, wire.TypeDeltas:
@@ -311,12 +316,21 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 				c.stats.Applied++
 				c.o.Handler.Delta(d)
 				c.cursor = max(c.cursor, d.LSN)
+				c.cursorEpoch = c.epoch
 			}
 			c.mu.Unlock()
+		case wire.TypeCaughtUp:
+			if m.ID == subID { // everything the subscription was owed up to m.LSN came
+				c.mu.Lock()
+				c.cursor = max(c.cursor, m.LSN)
+				c.cursorEpoch = c.epoch
+				c.mu.Unlock()
+			}
 		case wire.TypeTick:
 			if progressed {
 				c.mu.Lock()
 				c.cursor = max(c.cursor, m.LSN)
+				c.cursorEpoch = c.epoch
 				c.mu.Unlock()
 			}
 		case wire.TypeError:
@@ -343,7 +357,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 
 // resetLocked forgets the held states and the cursor.
 func (c *Client) resetLocked(epoch string) {
-	c.cursor = 0
+	c.cursor, c.cursorEpoch = 0, ""
 	clear(c.held)
 	c.stats.Resets++
 	c.o.Handler.Reset(epoch)

@@ -394,6 +394,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Pong
 	//	*ServerMessage_Error
 	//	*ServerMessage_Unsubscribed
+	//	*ServerMessage_CaughtUp
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -517,6 +518,15 @@ func (x *ServerMessage) GetUnsubscribed() *Unsubscribed {
 	return nil
 }
 
+func (x *ServerMessage) GetCaughtUp() *CaughtUp {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -557,6 +567,10 @@ type ServerMessage_Unsubscribed struct {
 	Unsubscribed *Unsubscribed `protobuf:"bytes,9,opt,name=unsubscribed,proto3,oneof"`
 }
 
+type ServerMessage_CaughtUp struct {
+	CaughtUp *CaughtUp `protobuf:"bytes,10,opt,name=caught_up,json=caughtUp,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Subscribed) isServerMessage_Msg() {}
@@ -574,6 +588,8 @@ func (*ServerMessage_Pong) isServerMessage_Msg() {}
 func (*ServerMessage_Error) isServerMessage_Msg() {}
 
 func (*ServerMessage_Unsubscribed) isServerMessage_Msg() {}
+
+func (*ServerMessage_CaughtUp) isServerMessage_Msg() {}
 
 type Welcome struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1279,6 +1295,60 @@ func (x *Unsubscribed) GetId() int64 {
 	return 0
 }
 
+// Ends a subscription's catch-up (an addition to PROTOCOL.md): every delta
+// the subscription was owed up to lsn has been sent; what follows is live.
+type CaughtUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Lsn           string                 `protobuf:"bytes,2,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaughtUp) Reset() {
+	*x = CaughtUp{}
+	mi := &file_repstream_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaughtUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaughtUp) ProtoMessage() {}
+
+func (x *CaughtUp) ProtoReflect() protoreflect.Message {
+	mi := &file_repstream_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
+func (*CaughtUp) Descriptor() ([]byte, []int) {
+	return file_repstream_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CaughtUp) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *CaughtUp) GetLsn() string {
+	if x != nil {
+		return x.Lsn
+	}
+	return ""
+}
+
 var File_repstream_proto protoreflect.FileDescriptor
 
 const file_repstream_proto_rawDesc = "" +
@@ -1306,7 +1376,7 @@ const file_repstream_proto_rawDesc = "" +
 	"\bsubjects\x18\x02 \x03(\tR\bsubjects\x12\x16\n" +
 	"\x06prefix\x18\x03 \x01(\tR\x06prefix\"\x16\n" +
 	"\x04Ping\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x03R\x02id\"\xdb\x03\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"\x92\x04\n" +
 	"\rServerMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.repstream.v1.WelcomeH\x00R\awelcome\x12:\n" +
 	"\n" +
@@ -1318,7 +1388,9 @@ const file_repstream_proto_rawDesc = "" +
 	"\x04tick\x18\x06 \x01(\v2\x12.repstream.v1.TickH\x00R\x04tick\x12(\n" +
 	"\x04pong\x18\a \x01(\v2\x12.repstream.v1.PongH\x00R\x04pong\x12+\n" +
 	"\x05error\x18\b \x01(\v2\x13.repstream.v1.ErrorH\x00R\x05error\x12@\n" +
-	"\funsubscribed\x18\t \x01(\v2\x1a.repstream.v1.UnsubscribedH\x00R\funsubscribedB\x05\n" +
+	"\funsubscribed\x18\t \x01(\v2\x1a.repstream.v1.UnsubscribedH\x00R\funsubscribed\x125\n" +
+	"\tcaught_up\x18\n" +
+	" \x01(\v2\x16.repstream.v1.CaughtUpH\x00R\bcaughtUpB\x05\n" +
 	"\x03msg\"l\n" +
 	"\aWelcome\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x10\n" +
@@ -1370,7 +1442,10 @@ const file_repstream_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"\x1e\n" +
 	"\fUnsubscribed\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x03R\x02idB6Z4github.com/repstream/repstream/api/proto;repstreampbb\x06proto3"
+	"\x02id\x18\x01 \x01(\x03R\x02id\",\n" +
+	"\bCaughtUp\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03lsn\x18\x02 \x01(\tR\x03lsnB6Z4github.com/repstream/repstream/api/proto;repstreampbb\x06proto3"
 
 var (
 	file_repstream_proto_rawDescOnce sync.Once
@@ -1384,7 +1459,7 @@ func file_repstream_proto_rawDescGZIP() []byte {
 	return file_repstream_proto_rawDescData
 }
 
-var file_repstream_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_repstream_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_repstream_proto_goTypes = []any{
 	(*ClientMessage)(nil), // 0: repstream.v1.ClientMessage
 	(*Hello)(nil),         // 1: repstream.v1.Hello
@@ -1403,6 +1478,7 @@ var file_repstream_proto_goTypes = []any{
 	(*Pong)(nil),          // 14: repstream.v1.Pong
 	(*Error)(nil),         // 15: repstream.v1.Error
 	(*Unsubscribed)(nil),  // 16: repstream.v1.Unsubscribed
+	(*CaughtUp)(nil),      // 17: repstream.v1.CaughtUp
 }
 var file_repstream_proto_depIdxs = []int32{
 	1,  // 0: repstream.v1.ClientMessage.hello:type_name -> repstream.v1.Hello
@@ -1418,15 +1494,16 @@ var file_repstream_proto_depIdxs = []int32{
 	14, // 10: repstream.v1.ServerMessage.pong:type_name -> repstream.v1.Pong
 	15, // 11: repstream.v1.ServerMessage.error:type_name -> repstream.v1.Error
 	16, // 12: repstream.v1.ServerMessage.unsubscribed:type_name -> repstream.v1.Unsubscribed
-	9,  // 13: repstream.v1.Snapshot.states:type_name -> repstream.v1.State
-	9,  // 14: repstream.v1.Delta.after:type_name -> repstream.v1.State
-	10, // 15: repstream.v1.Delta.change:type_name -> repstream.v1.Change
-	11, // 16: repstream.v1.Deltas.items:type_name -> repstream.v1.Delta
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	17, // 13: repstream.v1.ServerMessage.caught_up:type_name -> repstream.v1.CaughtUp
+	9,  // 14: repstream.v1.Snapshot.states:type_name -> repstream.v1.State
+	9,  // 15: repstream.v1.Delta.after:type_name -> repstream.v1.State
+	10, // 16: repstream.v1.Delta.change:type_name -> repstream.v1.Change
+	11, // 17: repstream.v1.Deltas.items:type_name -> repstream.v1.Delta
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_repstream_proto_init() }
@@ -1451,6 +1528,7 @@ func file_repstream_proto_init() {
 		(*ServerMessage_Pong)(nil),
 		(*ServerMessage_Error)(nil),
 		(*ServerMessage_Unsubscribed)(nil),
+		(*ServerMessage_CaughtUp)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1458,7 +1536,7 @@ func file_repstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_repstream_proto_rawDesc), len(file_repstream_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -114,6 +114,17 @@ type idJSON struct {
 // Pong implements Codec.
 func (JSON) Pong(id int64) []byte { return mustJSON(idJSON{TypePong, id}) }
 
+type caughtUpJSON struct {
+	Type string `json:"type"`
+	ID   int64  `json:"id"`
+	LSN  string `json:"lsn"`
+}
+
+// CaughtUp implements hub.Codec.
+func (JSON) CaughtUp(id int64, lsn stream.LSN) []byte {
+	return mustJSON(caughtUpJSON{TypeCaughtUp, id, lsn.String()})
+}
+
 // Unsubscribed implements Codec.
 func (JSON) Unsubscribed(id int64) []byte { return mustJSON(idJSON{TypeUnsubscribed, id}) }
 
@@ -199,7 +210,7 @@ func (JSON) DecodeServer(b []byte) (ServerMessage, error) {
 	m := ServerMessage{Type: w.Type, ID: w.ID, Epoch: w.Epoch, HeartbeatMs: w.HeartbeatMs, Server: w.Server,
 		Mode: w.Mode, Reset: w.Reset, States: w.States, More: w.More, Code: w.Code, Message: w.Message}
 	switch w.Type {
-	case TypeWelcome, TypeSubscribed, TypeSnapshot, TypeTick:
+	case TypeWelcome, TypeSubscribed, TypeSnapshot, TypeTick, TypeCaughtUp:
 		lsn, err := stream.ParseLSN(w.LSN)
 		if err != nil {
 			return ServerMessage{}, fmt.Errorf("%w: %s lsn: %v", ErrMalformed, w.Type, err)

@@ -143,6 +143,11 @@ func (Proto) Pong(id int64) []byte {
 	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_Pong{Pong: &pb.Pong{Id: id}}})
 }
 
+// CaughtUp implements hub.Codec.
+func (Proto) CaughtUp(id int64, lsn stream.LSN) []byte {
+	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_CaughtUp{CaughtUp: &pb.CaughtUp{Id: id, Lsn: lsn.String()}}})
+}
+
 // Unsubscribed implements Codec.
 func (Proto) Unsubscribed(id int64) []byte {
 	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_Unsubscribed{Unsubscribed: &pb.Unsubscribed{Id: id}}})
@@ -269,6 +274,12 @@ func (Proto) DecodeServer(b []byte) (ServerMessage, error) {
 		return ServerMessage{Type: TypeError, ID: x.Error.GetId(), Code: x.Error.GetCode(), Message: x.Error.GetMessage()}, nil
 	case *pb.ServerMessage_Unsubscribed:
 		return ServerMessage{Type: TypeUnsubscribed, ID: x.Unsubscribed.GetId()}, nil
+	case *pb.ServerMessage_CaughtUp:
+		lsn, err := stream.ParseLSN(x.CaughtUp.GetLsn())
+		if err != nil {
+			return ServerMessage{}, fmt.Errorf("%w: caught_up lsn: %v", ErrMalformed, err)
+		}
+		return ServerMessage{Type: TypeCaughtUp, ID: x.CaughtUp.GetId(), LSN: lsn}, nil
 	default:
 		return ServerMessage{}, nil // a message this client does not know: ignored
 	}

@@ -35,6 +35,7 @@ const (
 	TypeTick         = "tick"
 	TypePong         = "pong"
 	TypeError        = "error"
+	TypeCaughtUp     = "caught_up"
 )
 
 // Error codes of the error message and of HTTP error bodies.
@@ -71,7 +72,7 @@ type ServerMessage struct {
 	Type        string
 	ID          int64
 	Epoch       string         // welcome
-	LSN         stream.LSN     // welcome (head), subscribed and snapshot (H), tick
+	LSN         stream.LSN     // welcome (head), subscribed and snapshot (H), tick, caught_up
 	HeartbeatMs int64          // welcome
 	Server      string         // welcome
 	Mode        string         // subscribed
@@ -112,6 +113,7 @@ type Codec interface {
 	Subscribed(id int64, h stream.LSN, mode string, reset bool) []byte
 	Snapshot(id int64, h stream.LSN, states []stream.State, more bool) []byte
 	Tick(head stream.LSN) []byte
+	CaughtUp(id int64, lsn stream.LSN) []byte
 	Welcome(epoch string, head stream.LSN, heartbeat time.Duration, server string) []byte
 	Pong(id int64) []byte
 	Error(id int64, code, msg string) []byte

@@ -133,3 +133,53 @@ func TestDecodeClientErrors(t *testing.T) {
 		t.Errorf("proto unknown field: want RequestError, got %v", err)
 	}
 }
+
+// Both codecs carry every figure at full float64 precision: a JSON client
+// and a protobuf client decode the same deltas and snapshots to identical
+// values, equal to what the server holds (JSON in shortest round-trip form).
+func TestCodecsCarryIdenticalFloats(t *testing.T) {
+	figures := []float64{71.0 / 17, 2.0 / 3, 1.0 / 7, 3.5 + 1e-9, 4.1234567891, -0.046153846153846156,
+		1e-7, 123456.78901234567, 5e-324, 0.1 + 0.2}
+	var ds []stream.Delta
+	var states []stream.State
+	for i, f := range figures {
+		d := sampleDelta("seller:"+string(rune('a'+i)), stream.LSN(0x100+i), int64(i+1))
+		d.After.Mean, d.After.Bayes = f, f/3
+		d.Change.Mean, d.Change.Bayes = -f/11, f/13
+		ds = append(ds, d)
+		states = append(states, d.After)
+	}
+	decoded := map[string][]stream.Delta{}
+	decodedStates := map[string][]stream.State{}
+	forCodecs(t, func(t *testing.T, c Codec) {
+		var frames [][]byte
+		for i := range ds {
+			frames = append(frames, c.Delta(&ds[i]))
+		}
+		m, err := c.DecodeServer(c.Deltas(frames))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.DecodeServer(c.Snapshot(1, 0x200, states, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, d := range m.Deltas {
+			w := ds[i]
+			if d.After.Mean != w.After.Mean || d.After.Bayes != w.After.Bayes || d.Change.Mean != w.Change.Mean || d.Change.Bayes != w.Change.Bayes {
+				t.Errorf("delta %d: got after %v/%v change %v/%v; want %v/%v %v/%v", i, d.After.Mean, d.After.Bayes,
+					d.Change.Mean, d.Change.Bayes, w.After.Mean, w.After.Bayes, w.Change.Mean, w.Change.Bayes)
+			}
+			if st := s.States[i]; st.Mean != w.After.Mean || st.Bayes != w.After.Bayes {
+				t.Errorf("snapshot state %d: got %v/%v; want %v/%v", i, st.Mean, st.Bayes, w.After.Mean, w.After.Bayes)
+			}
+		}
+		decoded[c.Name()], decodedStates[c.Name()] = m.Deltas, s.States
+	})
+	if !reflect.DeepEqual(decoded[SubprotocolJSON], decoded[SubprotocolProto]) {
+		t.Errorf("the codecs decode different deltas:\n json %+v\nproto %+v", decoded[SubprotocolJSON], decoded[SubprotocolProto])
+	}
+	if !reflect.DeepEqual(decodedStates[SubprotocolJSON], decodedStates[SubprotocolProto]) {
+		t.Errorf("the codecs decode different states:\n json %+v\nproto %+v", decodedStates[SubprotocolJSON], decodedStates[SubprotocolProto])
+	}
+}

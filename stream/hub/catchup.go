@@ -23,6 +23,14 @@ type Request struct {
 	// Throttle, when positive, coalesces each subject's live deltas and
 	// flushes them at most this often.
 	Throttle time.Duration
+	// Registered, if set, is called once the subscription is registered
+	// (Revoke can see it), before its catch-up.
+	Registered func()
+	// Waiting, if set, is called (at most once) when the catch-up first
+	// has to wait for the client to drain its queue: the caller may give
+	// back what it holds for the request (a worker slot), since the rest
+	// is paced by the client, not by the server.
+	Waiting func()
 }
 
 // Result tells how a subscription caught up.
@@ -56,17 +64,42 @@ func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	slices.Sort(subjects)
 	s := &sub{conn: c, id: r.ID, prefix: r.Sel.Prefix, throttle: r.Throttle,
 		subjects: slices.Clip(slices.Compact(subjects)), catchingUp: true}
-	if err := h.index(s); err != nil {
+	// Indexed and h0 read under pubMu, between two Publish calls: every
+	// transaction at or below h0 was fanned out (and its frames queued for
+	// the connection's other subscriptions) before s's "subscribed", every
+	// one above h0 reaches s's buffer. So after "subscribed" the client
+	// gets no frame at or below H (h0) but those owed to s; that is what
+	// lets it tell s's replay from its other subscriptions' live deltas.
+	h.pubMu.Lock()
+	err = h.index(s)
+	h0 := h.Head()
+	h.pubMu.Unlock()
+	if err != nil {
 		return Result{}, err
 	}
-	// Every transaction not routed to s's buffer was fanned out before s
-	// was indexed, so it is at or below h0 (Publish moves head first).
-	h0 := h.Head()
+	if r.Registered != nil {
+		r.Registered()
+		s.mu.Lock()
+		revoked := s.closed
+		s.mu.Unlock()
+		if revoked {
+			return Result{}, ErrClosed
+		}
+	}
+	if r.Waiting != nil {
+		c.mu.Lock()
+		c.waiting = r.Waiting
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.waiting = nil
+			c.mu.Unlock()
+		}()
+	}
 	res, err := h.catchUp(ctx, s, r, epoch, h0)
 	if err != nil {
 		c.subMu.Lock()
-		c.removeSub(s)
-		c.subjects -= s.weight()
+		c.removeSub(s) // unless Unsubscribe or Revoke took it already
 		c.subMu.Unlock()
 		h.unindex(s)
 		var he *Error
@@ -203,6 +236,7 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 		for _, x := range sel.Subjects {
 			if i, ok := slices.BinarySearch(s.subjects, x); ok && !s.closed {
 				s.subjects = slices.Delete(s.subjects, i, i+1)
+				delete(s.pending, x) // a throttled delta held for x is no longer owed
 				h.unindexSubject(s, x)
 				c.subjects--
 				n++
@@ -215,7 +249,6 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 	}
 	for _, s := range gone {
 		c.removeSub(s)
-		c.subjects -= s.weight()
 	}
 	c.subMu.Unlock()
 	for _, s := range gone {
@@ -246,7 +279,11 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		}
 	}
 	sel := s.selector()
-	if gs, H, ok := h.ring.read(sel, since); ok {
+	if gs, ok := h.ring.read(sel, since, h0); ok {
+		// The ring's replay stops at h0: later transactions are in s's
+		// buffer (and their frames for other subscriptions may still be
+		// on their way, so they must stay above H).
+		H := h0
 		h.m.replays.WithLabelValues("ring").Inc()
 		if !c.Enqueue(h.codecs[c.codec].Subscribed(r.ID, H, ModeReplay, false)) {
 			return Result{}, ErrClosed
@@ -276,6 +313,13 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		return Result{}, ErrClosed
 	}
 	n, err := h.replayLog(ctx, c, sel, since, H)
+	if errors.Is(err, stream.ErrPruned) {
+		// Retention pruned the log under the replay: what was sent holds
+		// no gap, but the rest is gone. Start over: a second subscribed,
+		// a snapshot marked reset, then live deltas.
+		h.logger.Info("hub: the log was pruned during a replay; resetting the subscription", "id", r.ID)
+		return h.snapshot(ctx, s, r, h0, true)
+	}
 	if err != nil {
 		return Result{}, err
 	}
@@ -337,8 +381,15 @@ func (h *Hub) replayLog(ctx context.Context, c *Conn, sel stream.Selector, since
 	return n, nil
 }
 
-// snapshot sends the subscription's states at a consistent head, then
-// whatever lies between that head and h0, then releases the buffer.
+// snapshot sends the subscription's states, read a chunk at a time in
+// subject order (one page per snapshot message, so no subscriber holds a
+// large prefix's states at once), then whatever lies between the first
+// page's head and h0, then releases the buffer.
+//
+// The snapshot's lsn is the first page's head hs; a later page may hold
+// states newer than hs. The live deltas that follow are every one above
+// hs, so a client, which applies a delta only above the lsn of the state it
+// holds, ends exactly where the server is.
 func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, reset bool) (Result, error) {
 	c := s.conn
 	sel := s.selector()
@@ -347,7 +398,8 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		mode = "snapshot_reset"
 	}
 	h.m.replays.WithLabelValues(mode).Inc()
-	states, head, err := h.log.States(ctx, sel, "", 0)
+	chunk := h.cfg.SnapshotChunk
+	page, head, err := h.log.StatesAfter(ctx, sel, "", chunk)
 	if err != nil {
 		return Result{}, err
 	}
@@ -356,12 +408,22 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 	if !c.Enqueue(codec.Subscribed(r.ID, hs, ModeSnapshot, reset)) {
 		return Result{}, ErrClosed
 	}
-	chunk := h.cfg.SnapshotChunk
-	for i := 0; i == 0 || i < len(states); i += chunk {
-		part := states[i:min(i+chunk, len(states))]
-		if err := c.enqueueWait(ctx, Frame{Bytes: codec.Snapshot(r.ID, hs, part, i+chunk < len(states))}); err != nil {
+	sent := 0
+	for {
+		var next []stream.State
+		if len(page) == chunk {
+			if next, _, err = h.log.StatesAfter(ctx, sel, page[len(page)-1].Subject, chunk); err != nil {
+				return Result{}, err
+			}
+		}
+		if err := c.enqueueWait(ctx, Frame{Bytes: codec.Snapshot(r.ID, hs, page, len(next) > 0)}); err != nil {
 			return Result{}, err
 		}
+		sent += len(page)
+		if len(next) == 0 {
+			break
+		}
+		page = next
 	}
 	H := hs
 	if hs < h0 {
@@ -372,7 +434,7 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 		}
 		H = h0
 	}
-	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: len(states)}, h.release(ctx, s, H)
+	return Result{Mode: ModeSnapshot, Reset: reset, LSN: H, Sent: sent}, h.release(ctx, s, H)
 }
 
 // release ends catch-up: buffered deltas above H are sent, one frame per
@@ -382,6 +444,7 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 // queue, and goes live only once the buffer is empty.
 func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 	c := s.conn
+	sent := H // every delta s is owed at or below it was sent
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -391,6 +454,8 @@ func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 		gs := s.buf
 		if len(gs) == 0 {
 			s.buf, s.bufDeltas, s.catchingUp, s.floor = nil, 0, false, H
+			// Under s.mu: before any live frame of s (route takes s.mu).
+			c.Enqueue(h.codecs[c.codec].CaughtUp(s.id, sent))
 			s.mu.Unlock()
 			return nil
 		}
@@ -403,6 +468,7 @@ func (h *Hub) release(ctx context.Context, s *sub, H stream.LSN) error {
 			if err := c.enqueueWait(ctx, h.frameOf(g.t, g.items, c.codec)); err != nil {
 				return err
 			}
+			sent = g.lsn()
 		}
 	}
 }

@@ -29,6 +29,9 @@ type Codec interface {
 	Snapshot(id int64, h stream.LSN, states []stream.State, more bool) []byte
 	// Tick returns a "tick" frame.
 	Tick(head stream.LSN) []byte
+	// CaughtUp returns a "caught_up" frame: subscription id's catch-up
+	// ended; every delta it was owed up to lsn was sent before it.
+	CaughtUp(id int64, lsn stream.LSN) []byte
 }
 
 // maxCodecs bounds the codecs one hub serves (JSON and protobuf today).

@@ -36,15 +36,22 @@ type Conn struct {
 	reason    string        // guarded by mu
 	spaceWait chan struct{} // guarded by mu; closed when the queue drains below the soft limit
 	start     func()        // guarded by mu; set by SetDrain: starts the drain
+	waiting   func()        // guarded by mu; Request.Waiting of the catch-up running, until called
 	done      chan struct{} // closed by Close
 
 	lastSend atomic.Int64 // unix nanos of the last frame enqueued
+	admitted atomic.Bool  // Admit ran: the connection may get ticks
 
 	subMu    sync.Mutex
 	subs     []*sub // guarded by subMu; a few (at most MaxSubscriptions): a slice costs less than a map
 	subjects int    // guarded by subMu; subjects and prefixes named by subs
 	removed  bool   // guarded by subMu; Disconnect ran
 }
+
+// Admit lets the connection receive ticks, which tell the server's
+// position: call it once the client is authenticated and welcomed. Before
+// that the connection gets only what its owner enqueues.
+func (c *Conn) Admit() { c.admitted.Store(true) }
 
 // Codec returns the index of the connection's codec in the hub's Codecs.
 func (c *Conn) Codec() int { return c.codec }
@@ -98,6 +105,14 @@ func (c *Conn) enqueueWait(ctx context.Context, frame Frame) error {
 			c.pushLocked(frame)
 			c.mu.Unlock()
 			return nil
+		}
+		if f := c.waiting; f != nil {
+			// The catch-up is paced by the client from here: let its
+			// caller give back what it holds, then look again.
+			c.waiting = nil
+			c.mu.Unlock()
+			f()
+			continue
 		}
 		if c.spaceWait == nil {
 			c.spaceWait = make(chan struct{})
@@ -241,11 +256,40 @@ func (c *Conn) Closed() (closed bool, code int, reason string) {
 	return c.closed, c.code, c.reason
 }
 
-// removeSub drops s from c.subs. Called with subMu held.
-func (c *Conn) removeSub(s *sub) {
-	if i := slices.Index(c.subs, s); i >= 0 {
-		c.subs = slices.Delete(c.subs, i, i+1)
+// removeSub drops s from c.subs and its subjects from c.subjects,
+// reporting whether it was there. Called with subMu held.
+func (c *Conn) removeSub(s *sub) bool {
+	i := slices.Index(c.subs, s)
+	if i < 0 {
+		return false
 	}
+	c.subs = slices.Delete(c.subs, i, i+1)
+	c.subjects -= s.weight()
+	return true
+}
+
+// Revoke stops every subscription whose selector keep refuses (a
+// refreshed token that no longer covers it) and returns their request ids,
+// so the client can be told. A subscription still catching up stops too:
+// its Subscribe returns ErrClosed.
+func (c *Conn) Revoke(keep func(stream.Selector) bool) []int64 {
+	c.subMu.Lock()
+	var gone []*sub
+	for _, s := range c.subs {
+		if !keep(s.selector()) {
+			gone = append(gone, s)
+		}
+	}
+	ids := make([]int64, 0, len(gone))
+	for _, s := range gone {
+		c.removeSub(s)
+		ids = append(ids, s.id)
+	}
+	c.subMu.Unlock()
+	for _, s := range gone {
+		c.h.unindex(s)
+	}
+	return ids
 }
 
 // Subscriptions returns how many subscriptions the connection holds.
@@ -255,21 +299,32 @@ func (c *Conn) Subscriptions() int {
 	return len(c.subs)
 }
 
-// idle reports whether the connection may get a tick: nothing was sent for
-// a heartbeat, and no subscription is catching up or holds coalesced deltas.
-func (c *Conn) idle(now time.Time) bool {
-	if now.Sub(time.Unix(0, c.lastSend.Load())) < c.h.cfg.Heartbeat {
-		return false
+// tickAt reports whether the connection may get a tick, and at which
+// position: it was admitted, nothing was sent for a heartbeat, and no
+// subscription is catching up. A throttled subscription holding deltas
+// bounds the position below the first one it holds, so the tick claims
+// only what was flushed, and a throttle longer than the client's watchdog
+// does not leave the connection silent.
+func (c *Conn) tickAt(now time.Time, head stream.LSN) (stream.LSN, bool) {
+	if !c.admitted.Load() {
+		return 0, false
 	}
+	if now.Sub(time.Unix(0, c.lastSend.Load())) < c.h.cfg.Heartbeat {
+		return 0, false
+	}
+	pos := head
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	for _, s := range c.subs {
 		s.mu.Lock()
-		busy := s.catchingUp || len(s.pending) > 0
+		busy := s.catchingUp
+		if len(s.pending) > 0 && s.heldFrom > 0 {
+			pos = min(pos, s.heldFrom-1)
+		}
 		s.mu.Unlock()
 		if busy {
-			return false
+			return 0, false
 		}
 	}
-	return true
+	return pos, true
 }

@@ -391,7 +391,12 @@ func (h *Hub) tick(now time.Time) {
 	head := h.Head()
 	var frames [maxCodecs][]byte
 	for _, c := range h.connList() {
-		if !c.idle(now) {
+		pos, ok := c.tickAt(now, head)
+		if !ok {
+			continue
+		}
+		if pos != head { // throttled deltas held: a tick of its own
+			c.Enqueue(h.codecs[c.codec].Tick(pos))
 			continue
 		}
 		if frames[c.codec] == nil {

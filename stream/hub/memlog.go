@@ -23,6 +23,8 @@ type MemLog struct {
 	mu     sync.RWMutex
 	meta   stream.Meta               // guarded by mu
 	states map[string]stream.State   // guarded by mu
+	sorted []string                  // guarded by mu; the subjects of states in order, when not dirty
+	dirty  bool                      // guarded by mu; a subject was added since sorted was built
 	deltas []stream.Delta            // guarded by mu; LSN order
 	rows   map[string][]stream.Micro // guarded by mu; scores per subject
 	fail   error                     // guarded by mu; returned by every read when set
@@ -116,6 +118,9 @@ func (l *MemLog) Commit(lsn stream.LSN, ops []Op) (stream.Txn, error) {
 				Mean: after.Mean - before.Mean, Bayes: after.Bayes - before.Bayes}}
 		if before.Version == 0 {
 			d.Change.Bayes = after.Bayes - l.Prior.Bayes(0, 0)
+		}
+		if _, ok := l.states[subj]; !ok {
+			l.dirty = true
 		}
 		l.states[subj] = after
 		l.deltas = append(l.deltas, d)
@@ -214,12 +219,43 @@ func (l *MemLog) States(_ context.Context, sel stream.Selector, order stream.Ord
 	return out, l.meta.Checkpoint, nil
 }
 
+// StatesAfter implements stream.Log.
+func (l *MemLog) StatesAfter(_ context.Context, sel stream.Selector, after string, limit int) ([]stream.State, stream.LSN, error) {
+	l.mu.Lock() // may sort the subjects
+	defer l.mu.Unlock()
+	if l.fail != nil {
+		return nil, 0, l.fail
+	}
+	if l.dirty || len(l.sorted) != len(l.states) {
+		l.sorted = l.sorted[:0]
+		for subj := range l.states {
+			l.sorted = append(l.sorted, subj)
+		}
+		sort.Strings(l.sorted)
+		l.dirty = false
+	}
+	var out []stream.State
+	for _, subj := range l.sorted[sort.SearchStrings(l.sorted, after):] {
+		if subj == after || !sel.Match(subj) {
+			continue
+		}
+		if limit > 0 && len(out) == limit {
+			break
+		}
+		out = append(out, l.states[subj])
+	}
+	return out, l.meta.Checkpoint, nil
+}
+
 // Deltas implements stream.Log.
 func (l *MemLog) Deltas(_ context.Context, sel stream.Selector, since, upto stream.LSN, limit int) ([]stream.Delta, error) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
 	if l.fail != nil {
 		return nil, l.fail
+	}
+	if since < l.meta.LogFrom {
+		return nil, stream.ErrPruned
 	}
 	i := sort.Search(len(l.deltas), func(i int) bool { return l.deltas[i].LSN > since })
 	var out []stream.Delta

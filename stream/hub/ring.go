@@ -75,17 +75,21 @@ type group struct {
 
 func (g group) lsn() stream.LSN { return g.t.lsn }
 
-// read returns the selected deltas with since < lsn <= head, grouped by
-// transaction, and head. ok is false when the ring does not cover since.
-func (r *ring) read(sel stream.Selector, since stream.LSN) (gs []group, head stream.LSN, ok bool) {
+// read returns the selected deltas with since < lsn <= upto, grouped by
+// transaction. ok is false when the ring does not cover since, or upto is
+// beyond its head.
+func (r *ring) read(sel stream.Selector, since, upto stream.LSN) (gs []group, ok bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if since < r.from || since > r.head {
-		return nil, r.head, false
+	if since < r.from || since > r.head || upto > r.head || since > upto {
+		return nil, false
 	}
 	live := r.txns[r.start:]
 	i := sort.Search(len(live), func(i int) bool { return live[i].lsn > since })
 	for _, t := range live[i:] {
+		if t.lsn > upto {
+			break
+		}
 		g := group{t: t}
 		for _, it := range t.items {
 			if sel.Match(it.d.Subject) {
@@ -96,7 +100,7 @@ func (r *ring) read(sel stream.Selector, since stream.LSN) (gs []group, head str
 			gs = append(gs, g)
 		}
 	}
-	return gs, r.head, true
+	return gs, true
 }
 
 func (r *ring) position() (from, head stream.LSN) {

@@ -23,6 +23,7 @@ type sub struct {
 	buf        []group                  // guarded by mu
 	bufDeltas  int                      // guarded by mu
 	pending    map[string]*pendingDelta // guarded by mu; throttled, not yet flushed
+	heldFrom   stream.LSN               // guarded by mu; LSN of the first delta pending holds (set while pending is not empty)
 	timer      *time.Timer              // guarded by mu; armed while pending is not empty
 	lastFlush  time.Time                // guarded by mu
 }

@@ -20,6 +20,9 @@ func (h *Hub) coalesceLocked(s *sub, it *item) {
 	if s.pending == nil {
 		s.pending = make(map[string]*pendingDelta)
 	}
+	if len(s.pending) == 0 {
+		s.heldFrom = it.d.LSN // deltas come in LSN order
+	}
 	p := s.pending[it.d.Subject]
 	if p == nil {
 		p = &pendingDelta{d: it.d}

@@ -30,6 +30,9 @@ func (textCodec) Snapshot(id int64, h stream.LSN, states []stream.State, more bo
 	return fmt.Appendf(nil, "snapshot:%s", h)
 }
 func (textCodec) Tick(head stream.LSN) []byte { return fmt.Appendf(nil, "tick:%s", head) }
+func (textCodec) CaughtUp(id int64, lsn stream.LSN) []byte {
+	return fmt.Appendf(nil, "caught_up:%d:%s", id, lsn)
+}
 
 // gatedLog blocks Meta, once armed, until the gate opens.
 type gatedLog struct {
