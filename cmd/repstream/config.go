@@ -7,12 +7,14 @@ import (
 	"os"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/repstream/repstream/api"
@@ -70,6 +72,45 @@ type BusConfig struct {
 	RedisURL string `yaml:"redis_url"`
 	// Role is "both" (default: replicate and serve), "replicate" or "serve".
 	Role string `yaml:"role"`
+	// RedisKey is the Redis stream's key; empty derives it from the
+	// database and the slot, so deployments sharing a Redis stay apart.
+	RedisKey string `yaml:"redis_key"`
+	// RedisMaxLen bounds the stream (approximately), and so Redis's memory.
+	RedisMaxLen int64 `yaml:"redis_max_len"`
+	// PollInterval is how often a node reads the store while Redis is down.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// CheckInterval is how often a node compares its epoch and head with
+	// the store's while Redis is up.
+	CheckInterval time.Duration `yaml:"check_interval"`
+	// DrainTimeout bounds how long a stopping replicator sends what it
+	// still has queued for Redis.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// TakeoverAfter is how long a standby lets the slot's holder go
+	// without answering replication before it ends the holder's
+	// connections and takes over (0: wait for wal_sender_timeout).
+	TakeoverAfter time.Duration `yaml:"takeover_after"`
+}
+
+// redisKey is bus.redis_key, or repstream:<host>:<port>/<database>:<slot>.
+func (c *Config) redisKey() string {
+	if c.Bus.RedisKey != "" {
+		return c.Bus.RedisKey
+	}
+	where := "?"
+	if pc, err := pgconn.ParseConfig(c.DatabaseURL); err == nil {
+		where = fmt.Sprintf("%s:%d/%s", pc.Host, pc.Port, pc.Database)
+	}
+	return "repstream:" + where + ":" + c.Slot
+}
+
+// redisOptions parses bus.redis_url: redis:// or rediss:// (TLS), with a
+// user and password if Redis asks for them.
+func (c *Config) redisOptions() (*redis.Options, error) {
+	o, err := redis.ParseURL(c.Bus.RedisURL)
+	if err != nil {
+		return nil, &stream.ConfigError{Key: "bus.redis_url", Msg: err.Error() + " (use redis://[user:password@]host:6379/0, or rediss:// for TLS)"}
+	}
+	return o, nil
 }
 
 // AlertConfig sets the thresholds past which the service warns.
@@ -91,6 +132,11 @@ var defaults = map[string]any{
 	"log.level":                 "info",
 	"alerts.retained_wal_bytes": int64(1 << 30),
 	"alerts.lag":                "30s",
+	"bus.redis_max_len":         int64(10000),
+	"bus.poll_interval":         "250ms",
+	"bus.check_interval":        "1s",
+	"bus.drain_timeout":         "3s",
+	"bus.takeover_after":        "10s",
 }
 
 // flagKeys maps command-line flags onto configuration keys.
@@ -103,6 +149,7 @@ var flagKeys = map[string]string{
 	"log-level":    "log.level",
 	"insecure":     "auth.insecure",
 	"redis-url":    "bus.redis_url",
+	"role":         "bus.role",
 }
 
 // loadConfig reads path (may be empty), the environment and the flags set on fs.
@@ -201,6 +248,26 @@ func (c *Config) validate() error {
 	default:
 		errs = append(errs, &stream.ConfigError{Key: "bus.role", Msg: fmt.Sprintf("%q: use both, replicate or serve", c.Bus.Role)})
 	}
+	if c.Bus.RedisURL != "" {
+		if _, err := c.redisOptions(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Bus.PollInterval <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.poll_interval", Msg: "must be a positive duration such as 250ms"})
+	}
+	if c.Bus.CheckInterval <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.check_interval", Msg: "must be a positive duration such as 1s"})
+	}
+	if c.Bus.DrainTimeout <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.drain_timeout", Msg: "must be a positive duration such as 3s"})
+	}
+	if c.Bus.TakeoverAfter < 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.takeover_after", Msg: "must not be negative (0 waits for wal_sender_timeout)"})
+	}
+	if c.Bus.RedisMaxLen <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.redis_max_len", Msg: "must be a positive number of entries such as 10000"})
+	}
 	return errors.Join(errs...)
 }
 
@@ -239,6 +306,6 @@ func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 	return stream.EngineConfig{
 		DatabaseURL: c.DatabaseURL, StoreURL: c.Store.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
-		AsyncCommit: c.AsyncCommit,
+		AsyncCommit: c.AsyncCommit, TakeoverAfter: c.Bus.TakeoverAfter,
 	}
 }
