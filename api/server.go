@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/go-chi/cors"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/repstream/repstream/api/wire"
@@ -68,6 +69,7 @@ type Server struct {
 	m       *metrics
 	version string
 	codecs  []wire.Codec
+	cors    *cors.Cors
 
 	mu       sync.Mutex
 	draining bool           // guarded by mu
@@ -118,6 +120,7 @@ func NewServer(o Options) (*Server, error) {
 		hcs[i] = c
 	}
 	s.hub = hub.New(hub.Options{Log: o.Log, Codecs: hcs, Config: o.Config.HubConfig(), Registerer: o.Registerer, Logger: o.Logger})
+	s.cors = s.corsPolicy()
 	s.handler = s.routes()
 	return s, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -40,7 +39,16 @@ type Config struct {
 	API               api.Config      `yaml:"api"`
 	Bus               BusConfig       `yaml:"bus"`
 	Alerts            AlertConfig     `yaml:"alerts"`
+	Metrics           MetricsConfig   `yaml:"metrics"`
 	Store             StoreConfig     `yaml:"store"`
+}
+
+// MetricsConfig says where /metrics is served.
+type MetricsConfig struct {
+	// Listen, when set, serves /metrics on this address alone (say
+	// 127.0.0.1:9090 for a local Prometheus), and not on listen, which
+	// clients reach. Empty serves it on listen, without authentication.
+	Listen string `yaml:"listen"`
 }
 
 // StoreConfig places repstream's own schema.
@@ -155,18 +163,9 @@ func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	if v := os.Getenv("DATABASE_URL"); v != "" {
-		k.Set("database_url", v) //nolint:errcheck
-	}
-	err := k.Load(env.Provider(".", env.Opt{
-		Prefix: "REPSTREAM_",
-		TransformFunc: func(key, v string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, "REPSTREAM_"))
-			return strings.ReplaceAll(key, "__", "."), v
-		},
-	}), nil)
-	if err != nil {
-		return nil, fmt.Errorf("config: environment: %w", err)
+	var keyErrs []error
+	if err := loadEnv(k, &keyErrs); err != nil {
+		return nil, err
 	}
 	if fs != nil {
 		if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
@@ -182,13 +181,40 @@ func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("config: flags: %w", err)
 		}
 	}
+	// A misspelt key would silently leave its setting at the default.
+	keyErrs = append(keyErrs, checkKeys(k.Keys(), k.Get("sources"))...)
 	var c Config
 	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, errors.Join(append(keyErrs, fmt.Errorf("config: %w", err))...)
 	}
 	// An invalid configuration comes back with the error, so doctor can
 	// still check the database while reporting every bad key.
-	return &c, c.validate()
+	return &c, errors.Join(append(keyErrs, c.validate())...)
+}
+
+// loadEnv loads DATABASE_URL and the REPSTREAM_ variables into k. A
+// variable that names no key is added to unknown, naming the closest one.
+func loadEnv(k *koanf.Koanf, unknown *[]error) error {
+	if v := os.Getenv("DATABASE_URL"); v != "" {
+		k.Set("database_url", v) //nolint:errcheck
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		Prefix: "REPSTREAM_",
+		TransformFunc: func(name, v string) (string, any) {
+			key, val, ok, err := envKey(name, v)
+			if err != nil {
+				*unknown = append(*unknown, err)
+			}
+			if !ok {
+				return "", nil
+			}
+			return key, val
+		},
+	}), nil)
+	if err != nil {
+		return fmt.Errorf("config: environment: %w", err)
+	}
+	return nil
 }
 
 func (c *Config) validate() error {

@@ -96,6 +96,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	if err != nil {
 		return err
 	}
+	defer auth.Close()
 	readyFn := readiness(engine, bus != nil)
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
@@ -122,9 +123,27 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		return fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", web.Handler())
+	webH := web.Handler()
+	mux.Handle("/", webH)
+	// Pages on the origins in api.allowed_origins import the client.
+	mux.Handle("/repstream.js", srv.CORS(webH))
+	mux.Handle("/repstream.d.ts", srv.CORS(webH))
 	apiH := srv.Handler()
-	for _, p := range []string{"/v1/", "/healthz", "/readyz", "/metrics"} {
+	paths := []string{"/v1/", "/healthz", "/readyz"}
+	var metricsSrv *http.Server
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen == "" {
+		paths = append(paths, "/metrics")
+	} else {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (key metrics.listen): %w", cfg.Metrics.Listen, err)
+		}
+		mm := http.NewServeMux()
+		mm.Handle("/metrics", apiH)
+		metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	}
+	for _, p := range paths {
 		mux.Handle(p, apiH)
 	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -132,7 +151,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 6)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -176,6 +195,17 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		}
 		cancel()
 	}()
+	if metricsSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics http: %w", err)
+			}
+			cancel()
+		}()
+		log.Info("repstream metrics listening", "addr", metricsLn.Addr().String())
+	}
 	log.Info("repstream listening", "addr", ln.Addr().String(), "version", version, "replicate", replicate)
 	if ready != nil {
 		ready(&service{engine: engine, addr: ln.Addr()})
@@ -185,6 +215,9 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	defer scancel()
 	srv.Shutdown(sctx)     //nolint:errcheck // closes every WebSocket with 1001
 	httpSrv.Shutdown(sctx) //nolint:errcheck
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(sctx) //nolint:errcheck
+	}
 	wg.Wait()
 	close(errc)
 	var errs []error
