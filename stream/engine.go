@@ -517,7 +517,27 @@ func (e *Engine) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A promoted standby (a failover slot synchronized to it) continues the
+	// old timeline's history up to the switchpoint: a checkpoint at or
+	// before it means the same changes, so the epoch may go on; the slot
+	// checks in epochReason still catch a slot ahead of the store.
+	promoted := false
+	if hasMeta && meta.SystemID == sys.ID && meta.Timeline != sys.Timeline {
+		if promoted, err = cdc.HistoryContinues(ctx, rconn, meta.Timeline, sys.Timeline, meta.Checkpoint); err != nil {
+			return err
+		}
+		if promoted {
+			e.log.Warn("the server was promoted: its timeline continues the state's history past the checkpoint; resuming the epoch",
+				"timeline", sys.Timeline, "was", meta.Timeline, "checkpoint", meta.Checkpoint)
+			meta.Timeline = sys.Timeline
+		}
+	}
 	reason := e.epochReason(meta, marks, hasMeta, sys, slot, slotOK, e.hash+"/"+shapeDigest(shapes), shapeFP)
+	if reason == "" && promoted {
+		if err := e.store.setTimeline(ctx, sys.Timeline); err != nil {
+			return err
+		}
+	}
 	if reason != "" {
 		if hasMeta {
 			e.log.Error("STARTING A NEW EPOCH: rebuilding all derived state from a fresh snapshot; clients will reset", "reason", reason, "old_epoch", meta.Epoch)

@@ -86,6 +86,15 @@ func (s *Store) metaAndMarks(ctx context.Context) (Meta, epochMarks, error) {
 	return m, k, nil
 }
 
+// setTimeline records that the state's history continues on a promoted
+// server's timeline.
+func (s *Store) setTimeline(ctx context.Context, tli int32) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE repstream.meta SET timeline = $1, updated_at = now()`, tli); err != nil {
+		return fmt.Errorf("stream: record timeline %d: %w", tli, err)
+	}
+	return nil
+}
+
 const stateCols = `subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at`
 
 func scanState(row pgx.Row) (State, error) {
