@@ -46,6 +46,7 @@ type problems struct {
 	mu     sync.Mutex
 	open   map[problemKey]Problem // guarded by mu
 	logged map[problemKey]time.Time
+	ready  func(context.Context) error // replaces Readiness for the metric; nil: Readiness
 }
 
 // Report opens (or refreshes) a problem: the pipeline is then not ready
@@ -123,6 +124,23 @@ func (e *Engine) repeatProblems(ctx context.Context) {
 			e.Report(p)
 		}
 	}
+}
+
+// SetReadiness replaces the definition of ready behind repstream_ready,
+// for a node whose /readyz means something else (one fed by the bus).
+func (e *Engine) SetReadiness(f func(context.Context) error) {
+	e.problems.mu.Lock()
+	defer e.problems.mu.Unlock()
+	e.problems.ready = f
+}
+
+func (e *Engine) readiness() func(context.Context) error {
+	e.problems.mu.Lock()
+	defer e.problems.mu.Unlock()
+	if e.problems.ready != nil {
+		return e.problems.ready
+	}
+	return e.Readiness
 }
 
 // readySlack is how much WAL the walsender may still have to decode while
