@@ -402,8 +402,15 @@ ALTER PUBLICATION %q ADD TABLE ratings`, name)},
 		{"publish_via_partition_root", fmt.Sprintf(`ALTER PUBLICATION %q SET (publish_via_partition_root = true)`, name)},
 		{"key columns", `ALTER TABLE ratings DROP CONSTRAINT ratings_pkey, ADD PRIMARY KEY (rater_id, user_id)`},
 	}
+	var version int
+	if err := conn.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
 	last := ""
 	for _, c := range cases {
+		if c.what == "row filter" && version < 150000 {
+			continue // row filters came with PostgreSQL 15
+		}
 		if c.sql != "" {
 			streamtest.Exec(t, conn, c.sql)
 		}
