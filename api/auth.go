@@ -13,11 +13,13 @@ import (
 	"log/slog"
 	"math/big"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/repstream/repstream/api/wire"
 	"github.com/repstream/repstream/stream"
 )
 
@@ -76,6 +78,10 @@ type Claims struct {
 	// Subjects lists the subjects, or prefixes ending in "*", the bearer
 	// may read ("*" is everything).
 	Subjects []string `json:"subjects"`
+	// Boards lists prefixes whose leaderboard (a subscribe with top) the
+	// bearer may read without a grant of every subject under them: the
+	// top N of all sellers for a token of one seller.
+	Boards []string `json:"boards,omitempty"`
 }
 
 // Grant is what a verified token allows.
@@ -88,6 +94,9 @@ type Grant struct {
 	Prefixes []string
 	// All grants everything (claim "*", or insecure mode).
 	All bool
+	// Boards are the prefixes of the boards claim: their leaderboards
+	// are granted.
+	Boards []string
 }
 
 // Allows reports whether the grant covers subject.
@@ -129,6 +138,24 @@ func (g *Grant) AllowsSelector(sel stream.Selector) (bool, string) {
 		}
 	}
 	return true, ""
+}
+
+// AllowsBoard reports whether the grant covers the leaderboard of prefix:
+// the whole prefix is granted, or the boards claim names it exactly.
+func (g *Grant) AllowsBoard(prefix string) bool {
+	return g.AllowsPrefix(prefix) || slices.Contains(g.Boards, prefix)
+}
+
+// allowsRequest checks a subscribe: a leaderboard (top or order given)
+// against AllowsBoard, else its selector.
+func (g *Grant) allowsRequest(m wire.ClientMessage) (bool, string) {
+	if m.Top > 0 || m.Order != "" {
+		if !g.AllowsBoard(m.Prefix) {
+			return false, "leaderboard of " + m.Prefix + "*"
+		}
+		return true, ""
+	}
+	return g.AllowsSelector(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
 }
 
 // AuthError is a refused token. Reason is a short metric label.
@@ -250,6 +277,11 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 	g := &Grant{} // Subjects is made for the first exact subject: most grants have none
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Time
+	}
+	for _, p := range c.Boards {
+		if p != "" {
+			g.Boards = append(g.Boards, p)
+		}
 	}
 	for _, s := range c.Subjects {
 		switch {

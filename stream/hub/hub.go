@@ -55,6 +55,8 @@ type Hub struct {
 	ready   bool   // guarded by epochMu
 	head    atomic.Uint64
 
+	boards map[boardKey]*board // guarded by pubMu
+
 	shards   []shard
 	prefixes prefixIndex
 	ring     ring
@@ -186,6 +188,7 @@ func (h *Hub) resetLocked(m stream.Meta) {
 	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
 	if ready && old != m.Epoch {
+		h.boards = nil // of the old history; their subscribers are closed below
 		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
 		h.CloseAll(CloseGoingAway, "epoch changed")
 	}
@@ -240,6 +243,7 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 			c.enqueue(h.frameOf(t, items, c.codec))
 			delete(h.scratch, c)
 		}
+		h.publishBoards(t)
 	}
 	clear(matched[:cap(matched)]) // drop references to subscriptions
 	h.matched = matched[:0]
