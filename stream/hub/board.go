@@ -167,19 +167,21 @@ func (c *Conn) subscribeBoard(ctx context.Context, r Request) (Result, error) {
 	key := boardKey{r.Sel.Prefix, r.Board.Order}
 	s := &sub{conn: c, id: r.ID, prefix: r.Sel.Prefix, throttle: r.Throttle, top: r.Board.Top, catchingUp: true}
 	h.pubMu.Lock()
-	err := h.index(s)
 	b := h.boards[key]
 	load := b == nil
+	if load {
+		b = &board{key: key, ready: make(chan struct{}), states: make(map[string]*stream.State), subs: make(map[*sub]struct{})}
+	}
+	s.board = b // before index: it keeps s out of the delta indexes
+	err := h.index(s)
 	if err == nil {
 		if load {
-			b = &board{key: key, ready: make(chan struct{}), states: make(map[string]*stream.State), subs: make(map[*sub]struct{})}
 			if h.boards == nil {
 				h.boards = make(map[boardKey]*board)
 			}
 			h.boards[key] = b
 		}
 		b.subs[s] = struct{}{}
-		s.board = b
 	}
 	h0 := h.Head()
 	h.pubMu.Unlock()
