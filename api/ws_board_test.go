@@ -105,7 +105,6 @@ func httpTop(t *testing.T, e *apitest.Env, prefix string, order stream.Order, n 
 	return body.Items
 }
 
-
 // A leaderboard follows a randomized workload exactly: after each burst its
 // entries equal the store's ORDER BY <order> DESC, subject LIMIT N (and the
 // HTTP API's answer), and every board's moves are its rank changes.
