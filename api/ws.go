@@ -665,7 +665,11 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 	s := ss.srv
 	switch m.Type {
 	case wire.TypeUnsubscribe:
-		ss.hc.Unsubscribe(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
+		if m.Top > 0 || m.Order != "" {
+			ss.hc.UnsubscribeBoard(m.Prefix, stream.Order(m.Order))
+		} else {
+			ss.hc.Unsubscribe(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
+		}
 		ss.hc.Enqueue(ss.codec.Unsubscribed(m.ID))
 	case wire.TypeSubscribe:
 		req := hub.Request{ID: m.ID, Sel: stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix},

@@ -42,6 +42,17 @@ func (c *wsClient) sync(id int64) []wire.ServerMessage {
 	}
 }
 
+// unsubscribed reads until the answer to unsubscribe id (requests run
+// apart from pings, so a pong does not tell it is done).
+func (c *wsClient) unsubscribed(id int64) {
+	c.t.Helper()
+	for {
+		if m := c.next(); m.Type == wire.TypeUnsubscribed && m.ID == id {
+			return
+		}
+	}
+}
+
 // checkMoves checks that a board's moves are exactly the rank changes from
 // prev to next.
 func checkMoves(t *testing.T, prev, next []stream.State, ms []stream.Move) {
@@ -168,8 +179,24 @@ func TestBoardMatchesStore(t *testing.T) {
 		if n := e.Server.Hub().Boards(); n != 3 {
 			t.Fatalf("%d boards; want 3 (one per order)", n)
 		}
+		// A prefix subscription of the same prefix and its unsubscribe leave
+		// the boards alone; an unsubscribe with top stops them.
+		c.send(wire.ClientMessage{Type: wire.TypeSubscribe, ID: 8, Prefix: "seller:"})
+		c.expect(wire.TypeSubscribed)
+		for m := c.next(); m.Type != wire.TypeSnapshot || m.More; m = c.next() {
+		}
 		c.send(wire.ClientMessage{Type: wire.TypeUnsubscribe, ID: 9, Prefix: "seller:"})
-		c.expect(wire.TypeUnsubscribed)
+		c.unsubscribed(9)
+		if n := e.Server.Hub().Boards(); n != 3 {
+			t.Fatalf("%d boards after the prefix's unsubscribe; want 3", n)
+		}
+		c.send(wire.ClientMessage{Type: wire.TypeUnsubscribe, ID: 10, Prefix: "seller:", Top: 1, Order: "count"})
+		c.unsubscribed(10)
+		if n := e.Server.Hub().Boards(); n != 2 {
+			t.Fatalf("%d boards after the count board's unsubscribe; want 2", n)
+		}
+		c.send(wire.ClientMessage{Type: wire.TypeUnsubscribe, ID: 11, Prefix: "seller:", Top: 1})
+		c.unsubscribed(11)
 		if n := e.Server.Hub().Boards(); n != 0 {
 			t.Fatalf("%d boards after every subscription left; want 0", n)
 		}

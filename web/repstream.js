@@ -487,8 +487,12 @@ export class RepstreamClient {
     this._byReq.delete(sub._reqId);
     if (this._welcomed && (sub._phase === 'pending' || sub._phase === 'snapshot' || sub._phase === 'ready')) {
       // Leave alone what another subscription still asks the server for.
-      if (sub.prefix !== null) {
-        const shared = [...this._subs].some((o) => o.prefix === sub.prefix);
+      if (sub.top !== null) {
+        // A leaderboard stops with top and order; prefix subscriptions are left alone.
+        const shared = [...this._subs].some((o) => o.prefix === sub.prefix && o.order === sub.order);
+        if (!shared) this._send({ type: 'unsubscribe', id: ++this._reqSeq, prefix: sub.prefix, top: sub.top, order: sub.order });
+      } else if (sub.prefix !== null) {
+        const shared = [...this._subs].some((o) => o.prefix === sub.prefix && o.top === null);
         if (!shared) this._send({ type: 'unsubscribe', id: ++this._reqSeq, prefix: sub.prefix });
       } else {
         const kept = new Set();

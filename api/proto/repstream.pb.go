@@ -295,10 +295,14 @@ func (x *Subscribe) GetOrder() string {
 }
 
 type Unsubscribe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Subjects      []string               `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
-	Prefix        string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Subjects []string               `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	Prefix   string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// top > 0 stops the prefix's leaderboards (of order, or of every order
+	// if empty) instead of its prefix subscriptions.
+	Top           int32  `protobuf:"varint,4,opt,name=top,proto3" json:"top,omitempty"`
+	Order         string `protobuf:"bytes,5,opt,name=order,proto3" json:"order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -350,6 +354,20 @@ func (x *Unsubscribe) GetSubjects() []string {
 func (x *Unsubscribe) GetPrefix() string {
 	if x != nil {
 		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Unsubscribe) GetTop() int32 {
+	if x != nil {
+		return x.Top
+	}
+	return 0
+}
+
+func (x *Unsubscribe) GetOrder() string {
+	if x != nil {
+		return x.Order
 	}
 	return ""
 }
@@ -1545,11 +1563,13 @@ const file_repstream_proto_rawDesc = "" +
 	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x12\x10\n" +
 	"\x03top\x18\a \x01(\x05R\x03top\x12\x14\n" +
 	"\x05order\x18\b \x01(\tR\x05orderB\b\n" +
-	"\x06_since\"Q\n" +
+	"\x06_since\"y\n" +
 	"\vUnsubscribe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
 	"\bsubjects\x18\x02 \x03(\tR\bsubjects\x12\x16\n" +
-	"\x06prefix\x18\x03 \x01(\tR\x06prefix\"\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x10\n" +
+	"\x03top\x18\x04 \x01(\x05R\x03top\x12\x14\n" +
+	"\x05order\x18\x05 \x01(\tR\x05order\"\x16\n" +
 	"\x04Ping\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\"\xbf\x04\n" +
 	"\rServerMessage\x121\n" +

@@ -191,7 +191,8 @@ func (Proto) DecodeClient(b []byte) (ClientMessage, error) {
 		}
 	case *pb.ClientMessage_Unsubscribe:
 		u := x.Unsubscribe
-		m = ClientMessage{Type: TypeUnsubscribe, ID: u.GetId(), Subjects: u.GetSubjects(), Prefix: u.GetPrefix()}
+		m = ClientMessage{Type: TypeUnsubscribe, ID: u.GetId(), Subjects: u.GetSubjects(), Prefix: u.GetPrefix(),
+			Top: int64(u.GetTop()), Order: u.GetOrder()}
 	case *pb.ClientMessage_Ping:
 		m = ClientMessage{Type: TypePing, ID: x.Ping.GetId()}
 	default:
@@ -214,7 +215,8 @@ func (Proto) EncodeClient(m ClientMessage) ([]byte, error) {
 		}
 		p.Msg = &pb.ClientMessage_Subscribe{Subscribe: s}
 	case TypeUnsubscribe:
-		p.Msg = &pb.ClientMessage_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix}}
+		p.Msg = &pb.ClientMessage_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix,
+			Top: int32(min(max(m.Top, -1), 1<<31-1)), Order: m.Order}}
 	case TypePing:
 		p.Msg = &pb.ClientMessage_Ping{Ping: &pb.Ping{Id: m.ID}}
 	default:

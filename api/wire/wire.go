@@ -165,8 +165,8 @@ func validate(m ClientMessage) error {
 		if m.Top < 0 {
 			return &RequestError{ID: m.ID, Msg: "top must not be negative"}
 		}
-		if (m.Top > 0 || m.Order != "") && (m.Type != TypeSubscribe || m.Prefix == "") {
-			return &RequestError{ID: m.ID, Msg: "a leaderboard (top, order) is a subscribe with a prefix"}
+		if (m.Top > 0 || m.Order != "") && m.Prefix == "" {
+			return &RequestError{ID: m.ID, Msg: "a leaderboard (top, order) needs a prefix"}
 		}
 	case TypePing:
 	case "":

@@ -383,6 +383,26 @@ func (h *Hub) flushBoard(s *sub) {
 	h.sendBoardTo(s, b, b.lsn, time.Now(), map[int][]stream.State{}, map[[2]any]*boardView{})
 }
 
+// UnsubscribeBoard stops c's leaderboards of prefix by order (every order
+// if order is empty) and returns how many it stopped.
+func (c *Conn) UnsubscribeBoard(prefix string, order stream.Order) int {
+	c.subMu.Lock()
+	var gone []*sub
+	for _, s := range c.subs {
+		if s.board != nil && s.prefix == prefix && (order == "" || s.board.key.order == order) {
+			gone = append(gone, s)
+		}
+	}
+	for _, s := range gone {
+		c.removeSub(s)
+	}
+	c.subMu.Unlock()
+	for _, s := range gone {
+		c.h.unindex(s)
+	}
+	return len(gone)
+}
+
 // unindexBoard removes a leaderboard subscription from its board, and the
 // board from the hub when it was the last.
 func (h *Hub) unindexBoard(s *sub) {

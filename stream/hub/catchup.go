@@ -235,6 +235,9 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 	c.subMu.Lock()
 	var gone []*sub
 	for _, s := range c.subs {
+		if s.board != nil {
+			continue // see UnsubscribeBoard
+		}
 		if s.prefix != "" {
 			if s.prefix == sel.Prefix {
 				gone = append(gone, s)

@@ -97,6 +97,19 @@ describe('leaderboard', () => {
     env.client.close();
   });
 
+  test('unsubscribes a board apart from a prefix subscription of the same prefix', async () => {
+    const env = setup();
+    const plain = env.client.subscribe({ prefix: 'seller:' });
+    const board = env.client.subscribe({ prefix: 'seller:', top: 3, order: 'count' });
+    env.client.connect();
+    const ws = await welcome(env);
+    board.unsubscribe();
+    assert.deepEqual(ws.sentOf('unsubscribe').map(({ id, ...m }) => m), [{ type: 'unsubscribe', prefix: 'seller:', top: 3, order: 'count' }]);
+    plain.unsubscribe();
+    assert.deepEqual(ws.sentOf('unsubscribe').map(({ id, ...m }) => m)[1], { type: 'unsubscribe', prefix: 'seller:' });
+    env.client.close();
+  });
+
   test('rejects bad options', () => {
     const env = setup();
     assert.throws(() => env.client.subscribe({ subjects: ['a'], top: 3 }), TypeError);
