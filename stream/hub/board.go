@@ -403,6 +403,18 @@ func (c *Conn) UnsubscribeBoard(prefix string, order stream.Order) int {
 	return len(gone)
 }
 
+// dropBoardsLocked forgets every board, which missed transactions, and
+// closes their subscribers' connections with 1001, so their clients
+// resubscribe and get boards loaded afresh. Called with pubMu held.
+func (h *Hub) dropBoardsLocked() {
+	for _, b := range h.boards {
+		for s := range b.subs {
+			s.conn.Close(CloseGoingAway, "resync")
+		}
+	}
+	h.boards = nil
+}
+
 // unindexBoard removes a leaderboard subscription from its board, and the
 // board from the hub when it was the last.
 func (h *Hub) unindexBoard(s *sub) {

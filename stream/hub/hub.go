@@ -55,7 +55,8 @@ type Hub struct {
 	ready   bool   // guarded by epochMu
 	head    atomic.Uint64
 
-	boards map[boardKey]*board // guarded by pubMu
+	boards     map[boardKey]*board // guarded by pubMu
+	boardsHead stream.LSN          // guarded by pubMu; the head after the last Publish
 
 	shards   []shard
 	prefixes prefixIndex
@@ -187,6 +188,9 @@ func (h *Hub) resetLocked(m stream.Meta) {
 	}
 	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
+	if !ready || old != m.Epoch {
+		h.boardsHead = h.Head() // a new history: no board yet
+	}
 	if ready && old != m.Epoch {
 		h.boards = nil // of the old history; their subscribers are closed below
 		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
@@ -198,6 +202,12 @@ func (h *Hub) resetLocked(m stream.Meta) {
 func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
+	if h.Head() != h.boardsHead {
+		// The head moved without a Publish (a bus gap, a restart past
+		// transactions never published): the boards missed them.
+		h.dropBoardsLocked()
+	}
+	defer func() { h.boardsHead = h.Head() }()
 	h.ring.mu.Lock()
 	ts := make([]*txn, 0, len(txns))
 	for _, t := range txns {

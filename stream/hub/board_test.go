@@ -1,0 +1,136 @@
+package hub_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/repstream/repstream/api/wire"
+	"github.com/repstream/repstream/stream"
+	"github.com/repstream/repstream/stream/hub"
+)
+
+func boardReq(id int64, top int, order stream.Order, throttle time.Duration) hub.Request {
+	return hub.Request{ID: id, Sel: stream.Selector{Prefix: "seller:"}, Throttle: throttle, Board: &hub.BoardRequest{Top: top, Order: order}}
+}
+
+// A throttled board sends at most one board per throttle window, the
+// latest, and ends equal to the store's ranking.
+func TestBoardThrottle(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	for range 20 {
+		r.write(hub.RandomOps(20)...)
+	}
+	c := r.h.Connect(0)
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	if _, err := c.Subscribe(context.Background(), boardReq(1, 5, stream.OrderCount, 200*time.Millisecond)); err != nil {
+		t.Fatal(err)
+	}
+	if m := rd.next(t); m.Type != wire.TypeSubscribed || m.Mode != hub.ModeBoard {
+		t.Fatalf("got %+v; want subscribed mode board", m)
+	}
+	if m := rd.next(t); m.Type != wire.TypeBoard {
+		t.Fatalf("got %+v; want board", m)
+	}
+	start := time.Now()
+	for range 200 {
+		r.write(hub.RandomOps(20)...)
+	}
+	want, _, _ := r.log.States(context.Background(), stream.Selector{Prefix: "seller:"}, stream.OrderCount, 5)
+	var last wire.ServerMessage
+	boards := 0
+	for {
+		m := rd.next(t)
+		if m.Type != wire.TypeBoard {
+			continue
+		}
+		boards, last = boards+1, m
+		if m.LSN == r.h.Head() || sameTop(m.States, want) {
+			break
+		}
+	}
+	if !sameTop(last.States, want) {
+		t.Fatalf("last board %+v; want %+v", last.States, want)
+	}
+	if max := int(time.Since(start)/(200*time.Millisecond)) + 1; boards > max {
+		t.Fatalf("%d boards in %s with a 200ms throttle; want at most %d", boards, time.Since(start), max)
+	}
+	r.h.Disconnect(c)
+}
+
+func sameTop(a, b []stream.State) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Subject != b[i].Subject || a[i].Version != b[i].Version {
+			return false
+		}
+	}
+	return true
+}
+
+// A gap in what the hub was published (the head moved without the
+// transactions) drops the boards and closes their subscribers with 1001,
+// so they start over from the store.
+func TestBoardDroppedOnGap(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	r.write(hub.Op{Subject: "seller:1", Score: 3e6})
+	c := r.h.Connect(0)
+	if _, err := c.Subscribe(context.Background(), boardReq(1, 3, stream.OrderBayes, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.h.Boards(); n != 1 {
+		t.Fatalf("%d boards; want 1", n)
+	}
+	// A restart whose checkpoint is past what was published.
+	m, _ := r.log.Meta(context.Background())
+	m.Checkpoint = r.h.Head() + 100
+	r.h.Reset(m)
+	r.mu.Lock()
+	r.lsn = m.Checkpoint
+	r.mu.Unlock()
+	r.write(hub.Op{Subject: "seller:2", Score: 5e6})
+	if closed, code, _ := c.Closed(); !closed || code != hub.CloseGoingAway {
+		t.Fatalf("closed %v code %d; want 1001", closed, code)
+	}
+	if n := r.h.Boards(); n != 0 {
+		t.Fatalf("%d boards after the gap; want 0", n)
+	}
+	r.h.Disconnect(c)
+}
+
+// A board over a prefix is loaded once and shared; a bad request leaves
+// nothing.
+func TestBoardSharedAndValidated(t *testing.T) {
+	r := newRig(t, hub.Config{MaxBoardTop: 5})
+	r.write(hub.Op{Subject: "seller:1", Score: 3e6})
+	var conns []*hub.Conn
+	for i := range 3 {
+		c := r.h.Connect(i % 2)
+		conns = append(conns, c)
+		if _, err := c.Subscribe(context.Background(), boardReq(1, 1+i, stream.OrderBayes, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := r.h.Boards(); n != 1 {
+		t.Fatalf("%d boards; want 1 shared", n)
+	}
+	for _, req := range []hub.Request{boardReq(2, 6, stream.OrderBayes, 0), boardReq(2, 0, stream.OrderBayes, 0), boardReq(2, 1, stream.OrderUpdatedAt, 0),
+		{ID: 2, Sel: stream.Selector{Subjects: []string{"seller:1"}}, Board: &hub.BoardRequest{Top: 1, Order: stream.OrderBayes}}} {
+		var he *hub.Error
+		if _, err := conns[0].Subscribe(context.Background(), req); !asHubError(err, &he) || he.Code != hub.CodeBadRequest {
+			t.Fatalf("%+v: got %v; want bad_request", req.Board, err)
+		}
+	}
+	if n := r.h.Subscriptions(); n != 3 {
+		t.Fatalf("%d subscriptions; want 3", n)
+	}
+	for _, c := range conns {
+		r.h.Disconnect(c)
+	}
+	if n := r.h.Boards(); n != 0 {
+		t.Fatalf("%d boards after every subscriber left; want 0", n)
+	}
+}
