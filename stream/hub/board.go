@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/btree"
+
 	"github.com/repstream/repstream/stream"
 )
 
@@ -39,14 +41,15 @@ type board struct {
 	loaded bool
 	buf    []stream.Delta // published deltas of the prefix while loading
 	states map[string]*stream.State
-	ranked []*stream.State // sorted by cmp
+	ranked *btree.BTreeG[*stream.State] // ordered by cmp
 	lsn    stream.LSN      // the ranking is exact at this position
 	subs   map[*sub]struct{}
+	views  map[int]*boardView // the current view of each top in use
 }
 
 // boardView is the top of a board a subscription was last sent. Views are
 // shared by the subscriptions that were sent the same board, so a change is
-// computed and encoded once per view.
+// computed once per top and encoded once per view, codec and id.
 type boardView struct {
 	entries []stream.State
 }
@@ -76,14 +79,11 @@ func (b *board) set(st stream.State) bool {
 		if cur.LSN >= st.LSN {
 			return false
 		}
-		if i, ok := slices.BinarySearchFunc(b.ranked, cur, b.cmp); ok {
-			b.ranked = slices.Delete(b.ranked, i, i+1)
-		}
+		b.ranked.Delete(cur)
 	}
 	ns := &st
 	b.states[st.Subject] = ns
-	i, _ := slices.BinarySearchFunc(b.ranked, ns, b.cmp)
-	b.ranked = slices.Insert(b.ranked, i, ns)
+	b.ranked.ReplaceOrInsert(ns)
 	return true
 }
 
@@ -95,12 +95,29 @@ func (b *board) apply(d *stream.Delta) bool {
 
 // top returns the first n entries.
 func (b *board) top(n int) []stream.State {
-	n = min(n, len(b.ranked))
-	out := make([]stream.State, n)
-	for i := range n {
-		out[i] = *b.ranked[i]
-	}
+	out := make([]stream.State, 0, min(n, b.ranked.Len()))
+	b.ranked.Ascend(func(s *stream.State) bool {
+		out = append(out, *s)
+		return len(out) < n
+	})
 	return out
+}
+
+func (b *board) less(x, y *stream.State) bool { return b.cmp(x, y) < 0 }
+
+// view returns the current view of the first n entries: the one already
+// made if they did not change since.
+func (b *board) view(n int) *boardView {
+	top := b.top(n)
+	if v := b.views[n]; v != nil && sameEntries(v.entries, top) {
+		return v
+	}
+	v := &boardView{entries: top}
+	if b.views == nil {
+		b.views = make(map[int]*boardView)
+	}
+	b.views[n] = v
+	return v
 }
 
 // sameEntries reports whether two tops hold the same subjects, in the same
@@ -225,7 +242,7 @@ func (c *Conn) subscribeBoard(ctx context.Context, r Request) (Result, error) {
 		return Result{}, ErrClosed
 	}
 	codec := h.codecs[c.codec]
-	v := &boardView{entries: b.top(s.top)}
+	v := b.view(s.top)
 	s.view = v
 	c.Enqueue(codec.Subscribed(r.ID, b.lsn, ModeBoard, false))
 	if !c.Enqueue(codec.Board(r.ID, b.lsn, string(key.order), v.entries, moves(nil, v.entries))) {
@@ -259,13 +276,12 @@ func (h *Hub) loadBoard(ctx context.Context, b *board, h0 stream.LSN) {
 		}
 		return
 	}
-	b.ranked = make([]*stream.State, 0, len(states))
+	b.ranked = btree.NewG(32, b.less)
 	for i := range states {
 		st := states[i]
 		b.states[st.Subject] = &st
-		b.ranked = append(b.ranked, &st)
+		b.ranked.ReplaceOrInsert(&st)
 	}
-	slices.SortFunc(b.ranked, b.cmp)
 	for i := range ds {
 		b.apply(&ds[i])
 	}
@@ -315,15 +331,24 @@ func (h *Hub) publishBoards(t *txn) {
 // changes; a throttled subscription sent one within its throttle gets it
 // when the throttle allows. Called with pubMu held.
 func (h *Hub) sendBoard(b *board, lsn stream.LSN) {
-	tops := make(map[int][]stream.State)
-	views := make(map[[2]any]*boardView) // (prev view, top) -> next view
+	views := make(map[int]*boardView)
+	frames := make(map[boardFrame][]byte)
 	now := time.Now()
 	for s := range b.subs {
-		h.sendBoardTo(s, b, lsn, now, tops, views)
+		h.sendBoardTo(s, b, lsn, now, views, frames)
 	}
 }
 
-func (h *Hub) sendBoardTo(s *sub, b *board, lsn stream.LSN, now time.Time, tops map[int][]stream.State, views map[[2]any]*boardView) {
+// boardFrame keys a board frame's encoding: subscriptions sent the same
+// views share it when their ids agree too (clients number their requests
+// alike, so they mostly do).
+type boardFrame struct {
+	prev, next *boardView
+	codec      int
+	id         int64
+}
+
+func (h *Hub) sendBoardTo(s *sub, b *board, lsn stream.LSN, now time.Time, views map[int]*boardView, frames map[boardFrame][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.catchingUp {
@@ -337,32 +362,27 @@ func (h *Hub) sendBoardTo(s *sub, b *board, lsn stream.LSN, now time.Time, tops 
 			return
 		}
 	}
-	prev := s.view
-	vk := [2]any{prev, s.top}
-	next, ok := views[vk]
+	next, ok := views[s.top]
 	if !ok {
-		top, ok := tops[s.top]
-		if !ok {
-			top = b.top(s.top)
-			tops[s.top] = top
-		}
-		if prev != nil && sameEntries(prev.entries, top) {
-			next = prev
-		} else {
-			next = &boardView{entries: top}
-		}
-		views[vk] = next
+		next = b.view(s.top)
+		views[s.top] = next
 	}
-	if next == prev {
+	prev := s.view
+	if next == prev || (prev != nil && sameEntries(prev.entries, next.entries)) {
+		s.view = next
 		return
 	}
 	c := s.conn
-	var pe []stream.State
-	if prev != nil {
-		pe = prev.entries
+	fk := boardFrame{prev: prev, next: next, codec: c.codec, id: s.id}
+	f, ok := frames[fk]
+	if !ok {
+		var pe []stream.State
+		if prev != nil {
+			pe = prev.entries
+		}
+		f = h.codecs[c.codec].Board(s.id, lsn, string(b.key.order), next.entries, moves(pe, next.entries))
+		frames[fk] = f
 	}
-	// Encoded per subscription: the frame carries its id.
-	f := h.codecs[c.codec].Board(s.id, lsn, string(b.key.order), next.entries, moves(pe, next.entries))
 	s.view, s.lastFlush, s.floor = next, now, lsn
 	h.m.boardFrames.Inc()
 	c.Enqueue(f)
@@ -380,7 +400,7 @@ func (h *Hub) flushBoard(s *sub) {
 	if b == nil || !b.loaded {
 		return
 	}
-	h.sendBoardTo(s, b, b.lsn, time.Now(), map[int][]stream.State{}, map[[2]any]*boardView{})
+	h.sendBoardTo(s, b, b.lsn, time.Now(), map[int]*boardView{}, map[boardFrame][]byte{})
 }
 
 // UnsubscribeBoard stops c's leaderboards of prefix by order (every order
