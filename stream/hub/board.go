@@ -42,7 +42,7 @@ type board struct {
 	buf    []stream.Delta // published deltas of the prefix while loading
 	states map[string]*stream.State
 	ranked *btree.BTreeG[*stream.State] // ordered by cmp
-	lsn    stream.LSN      // the ranking is exact at this position
+	lsn    stream.LSN                   // the ranking is exact at this position
 	subs   map[*sub]struct{}
 	views  map[int]*boardView // the current view of each top in use
 }
