@@ -189,3 +189,24 @@ func BenchmarkPublishBoard(b *testing.B) {
 	}
 	b.ReportMetric(float64(took.Nanoseconds())/float64(b.N), "ns/txn")
 }
+
+// A board subscriber that does not read is closed with 4008 when its queue
+// overflows; Publish never waits for it.
+func TestBoardSlowConsumer(t *testing.T) {
+	r := newRig(t, hub.Config{QueueFrames: 8})
+	r.write(hub.Op{Subject: "seller:1", Score: 3e6})
+	c := r.h.Connect(0)
+	if _, err := c.Subscribe(context.Background(), boardReq(1, 3, stream.OrderCount, 0)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		r.write(hub.Op{Subject: fmt.Sprintf("seller:%d", i%4), Score: 3e6}) // each changes the counts
+	}
+	if closed, code, _ := c.Closed(); !closed || code != hub.CloseSlowConsumer {
+		t.Fatalf("closed %v code %d; want 4008", closed, code)
+	}
+	r.h.Disconnect(c)
+	if n := r.h.Boards(); n != 0 {
+		t.Fatalf("%d boards; want 0", n)
+	}
+}
