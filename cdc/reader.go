@@ -8,10 +8,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sync/semaphore"
 )
 
 // EventKind says what an Event carries.
@@ -53,6 +55,27 @@ type Event struct {
 	OldKind byte
 	New     Tuple
 	Message *LogicalMessage
+	// Footprint is what the event counts against the reader's QueueBytes;
+	// the consumer hands it back with Release once done with the event.
+	Footprint int64
+}
+
+// footprint estimates the memory an event holds: the struct, its tuples'
+// values and their data.
+func (ev *Event) footprint() int64 {
+	n := int64(unsafe.Sizeof(*ev)) + tupleSize(ev.Old) + tupleSize(ev.New) + int64(8*len(ev.Rels))
+	if ev.Message != nil {
+		n += int64(unsafe.Sizeof(*ev.Message)) + int64(len(ev.Message.Prefix)+len(ev.Message.Content))
+	}
+	return n
+}
+
+func tupleSize(t Tuple) int64 {
+	n := int64(len(t)) * int64(unsafe.Sizeof(Value{}))
+	for i := range t {
+		n += int64(len(t[i].Data))
+	}
+	return n
 }
 
 // ReaderConfig names what to stream; the zero StatusInterval means 1s.
@@ -62,16 +85,22 @@ type ReaderConfig struct {
 	// StatusInterval is how often a standby status update is sent even when
 	// nothing happens; it must stay well below wal_sender_timeout.
 	StatusInterval time.Duration
-	Logger         *slog.Logger
+	// QueueBytes bounds the memory of the events delivered and not yet
+	// released (see Event.Footprint), so row size cannot make the queue
+	// to the consumer large (zero: 16 MiB). An event larger than the bound
+	// waits until the queue is empty and then goes alone.
+	QueueBytes int64
+	Logger     *slog.Logger
 }
 
 // Reader drives one replication connection: it is the only goroutine that
 // touches the connection, so it also sends the standby status updates, on
 // time even while the consumer is busy with a huge transaction.
 type Reader struct {
-	cfg  ReaderConfig
-	conn *pgconn.PgConn
-	rels Relations
+	cfg    ReaderConfig
+	conn   *pgconn.PgConn
+	rels   Relations
+	budget *semaphore.Weighted // QueueBytes
 
 	// applied is the end LSN of the last transaction the consumer has made
 	// durable (Confirm); the only position reported as flushed, besides an
@@ -103,7 +132,18 @@ func NewReader(conn *pgconn.PgConn, cfg ReaderConfig) *Reader {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Reader{cfg: cfg, conn: conn}
+	if cfg.QueueBytes <= 0 {
+		cfg.QueueBytes = 16 << 20
+	}
+	return &Reader{cfg: cfg, conn: conn, budget: semaphore.NewWeighted(cfg.QueueBytes)}
+}
+
+// Release hands back the footprint of events the consumer is done with
+// (the sum of their Footprint), so the reader may deliver more.
+func (r *Reader) Release(n int64) {
+	if n > 0 {
+		r.budget.Release(n)
+	}
 }
 
 // Confirm records that every transaction ending at or before lsn is durable
@@ -275,9 +315,25 @@ func (r *Reader) handleCopyData(ctx context.Context, data []byte, out chan<- Eve
 	}
 }
 
-// deliver hands ev to the consumer, sending status updates while it waits,
-// so a consumer busy with a huge transaction never trips wal_sender_timeout.
+// deliver hands ev to the consumer once the queue has room for its
+// footprint, sending status updates while it waits, so a consumer busy with
+// a huge transaction never trips wal_sender_timeout.
 func (r *Reader) deliver(ctx context.Context, out chan<- Event, ev Event, tick <-chan time.Time) error {
+	ev.Footprint = min(ev.footprint(), r.cfg.QueueBytes)
+	for !r.budget.TryAcquire(ev.Footprint) {
+		wctx, cancel := context.WithTimeout(ctx, r.cfg.StatusInterval)
+		err := r.budget.Acquire(wctx, ev.Footprint)
+		cancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := r.sendStatus(ctx, false); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case out <- ev:

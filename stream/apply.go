@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -19,6 +20,11 @@ type binding struct {
 	rule *Rule
 	cols []int // index in the tuple of each rule column, -1 when absent
 	key  []int // index in the tuple of each key column
+	// bad says why this version of the relation is not the one the session
+	// derives the source by: its changes stop the source instead.
+	bad *Problem
+	// deferrable: the key is DEFERRABLE, so two rows may share it for a while.
+	deferrable bool
 }
 
 // ApplierConfig tunes group commit; zero values mean the defaults.
@@ -30,6 +36,14 @@ type ApplierConfig struct {
 	MaxGroupDelay time.Duration
 	// CacheRows bounds the in-memory row shadow cache (zero: 100000 rows).
 	CacheRows int
+	// CacheBytes bounds the row shadow cache's memory too, for rows with
+	// long values (zero: 32 MiB).
+	CacheBytes int
+	// SpillBytes is how much pending row shadow an open group holds before
+	// writing it into its store transaction (zero: 16 MiB); it also spills
+	// past MaxGroupChanges rows. A source transaction of any size thus
+	// holds bounded memory, and still commits in one store transaction.
+	SpillBytes int
 	// CacheStates bounds the in-memory state cache (zero: 200000 subjects).
 	CacheStates int
 }
@@ -45,6 +59,8 @@ type applier struct {
 	rules      map[string]*Rule    // by schema.name
 	keys       map[string][]string // key columns by schema.name
 	bound      map[*cdc.Relation]*binding
+	shapes     map[uint32]*shape // by table OID; nil: bind by name, unchecked
+	guard      *guard            // the sources stopped in this session
 	pub        Publisher
 	// onDone hands over a position that may be confirmed to the slot once
 	// the store's WAL is flushed up to wal (0: nothing new to flush).
@@ -53,10 +69,12 @@ type applier struct {
 	checkpoint LSN // last committed position
 
 	rowCache   map[rowKey][]*string // shadow rows as the open group sees them
+	cacheBytes int                  // what rowCache holds, estimated by rowSize
 	stateCache map[string]State     // states as the open group sees them
 
 	// the open group
 	dirty       map[rowKey]shadowRow
+	dirtyBytes  int              // what dirty holds, estimated by rowSize
 	changed     map[string]State // the group's new states, by subject
 	txns        []Txn
 	pending     []*txnAcc // completed transactions not yet folded into states
@@ -70,6 +88,9 @@ type applier struct {
 	groupPos    LSN // position the group's commit records
 	stats       ApplyStats
 	pre         []preKey // per event of the chunk being applied: the keys prefetch encoded
+	// displaced holds rows whose key another row took within the open
+	// source transaction (a DEFERRABLE key swapped), until they move on.
+	displaced map[rowKey][][]*string
 }
 
 // ApplyStats counts what the applier did, for metrics.
@@ -111,9 +132,15 @@ func newApplier(cfg ApplierConfig, commitTime prometheus.Observer, log *slog.Log
 	if cfg.CacheStates <= 0 {
 		cfg.CacheStates = 200000
 	}
+	if cfg.CacheBytes <= 0 {
+		cfg.CacheBytes = 32 << 20
+	}
+	if cfg.SpillBytes <= 0 {
+		cfg.SpillBytes = 16 << 20
+	}
 	a := &applier{cfg: cfg, commitTime: commitTime, log: log, w: w, prior: prior, rules: map[string]*Rule{}, keys: keys,
 		bound: map[*cdc.Relation]*binding{}, pub: pub, onDone: onDone, checkpoint: checkpoint,
-		rowCache: map[rowKey][]*string{}, stateCache: map[string]State{}}
+		rowCache: map[rowKey][]*string{}, stateCache: map[string]State{}, displaced: map[rowKey][][]*string{}}
 	for _, r := range rules {
 		a.rules[r.Table()] = r
 	}
@@ -128,6 +155,7 @@ func (a *applier) resetGroup() {
 		a.dirty, a.changed = map[rowKey]shadowRow{}, map[string]State{}
 	}
 	clear(a.dirty)
+	a.dirtyBytes = 0
 	clear(a.changed)
 	a.txns = nil
 	a.pending = nil
@@ -136,13 +164,39 @@ func (a *applier) resetGroup() {
 	a.grouping = false
 }
 
+// watch makes the applier check each source's relation against the shape
+// the session derives it by, and skip the sources g stops.
+func (a *applier) watch(shapes []*shape, g *guard) {
+	a.shapes = map[uint32]*shape{}
+	for _, s := range shapes {
+		a.shapes[s.info.OID] = s
+	}
+	a.guard = g
+}
+
 func (a *applier) bind(rel *cdc.Relation) *binding {
 	if b, ok := a.bound[rel]; ok {
 		return b
 	}
 	var b *binding
-	if r, ok := a.rules[rel.Namespace+"."+rel.Name]; ok {
-		b = &binding{rule: r}
+	r, ok := a.rules[rel.Namespace+"."+rel.Name]
+	var bad *Problem
+	deferrable := false
+	if a.shapes != nil {
+		// Sources are known by OID: a renamed table keeps it, a table
+		// dropped and created again under the same name does not.
+		s, known := a.shapes[rel.ID]
+		switch {
+		case known:
+			r, ok, bad = s.rule, true, checkRelation(s, rel)
+			deferrable = s.info.KeyDeferrable
+		case ok:
+			bad = &Problem{Code: "source_table_replaced", Reason: fmt.Sprintf("table %s was dropped and created again", r.Table()),
+				Fix: "none needed: repstream reloads under a new epoch once the catalog agrees"}
+		}
+	}
+	if ok {
+		b = &binding{rule: r, bad: bad, deferrable: deferrable}
 		for _, c := range r.Columns {
 			b.cols = append(b.cols, rel.ColumnIndex(c))
 		}
@@ -150,9 +204,10 @@ func (a *applier) bind(rel *cdc.Relation) *binding {
 			b.key = append(b.key, rel.ColumnIndex(c))
 		}
 		for i, c := range b.cols {
-			if c < 0 {
-				a.log.Error("a column the source needs is not in the replication stream; it counts as NULL",
-					"table", r.Table(), "column", r.Columns[i])
+			if c < 0 && b.bad == nil {
+				b.bad = &Problem{Code: "source_column_missing",
+					Reason: fmt.Sprintf("column %s of %s is not in the replication stream", r.Columns[i], r.Table()),
+					Fix:    "add it to the publication's column list (repstream doctor prints the statement)"}
 			}
 		}
 	}
@@ -242,16 +297,40 @@ func (a *applier) apply(ctx context.Context, evs []cdc.Event) error {
 	if err := a.foldPending(ctx); err != nil {
 		return err
 	}
-	if len(a.dirty) > 20000 { // a huge transaction: spill the shadow into the open group
-		if err := a.w.begin(ctx); err != nil {
-			return err
-		}
-		if err := a.w.writeRows(ctx, a.dirty); err != nil {
-			return err
-		}
-		clear(a.dirty)
+	// Memory stays bounded whatever a transaction's size or shape: the
+	// cache forgets, and a big group's pending shadow goes to its store
+	// transaction, which commits with the rest of the group.
+	a.trimCaches()
+	if len(a.dirty) > a.cfg.MaxGroupChanges || a.dirtyBytes > a.cfg.SpillBytes {
+		return a.spill(ctx)
 	}
 	return nil
+}
+
+// spill writes the group's pending shadow changes into its store
+// transaction, opening it if need be; they commit with the group.
+func (a *applier) spill(ctx context.Context) error {
+	if err := a.w.begin(ctx); err != nil {
+		return err
+	}
+	if err := a.w.writeRows(ctx, a.dirty); err != nil {
+		return err
+	}
+	clear(a.dirty)
+	a.dirtyBytes = 0
+	return nil
+}
+
+// rowSize estimates the memory a shadow row holds in a map: the entry, its
+// key and its values.
+func rowSize(k rowKey, vals []*string) int {
+	n := 96 + len(k.key) + 8*len(vals)
+	for _, v := range vals {
+		if v != nil {
+			n += 16 + len(*v)
+		}
+	}
+	return n
 }
 
 // open opens a group if none is; its store transaction starts only when
@@ -274,7 +353,7 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 			continue
 		}
 		b := a.bind(ev.Rel)
-		if b == nil {
+		if b == nil || b.bad != nil || a.guard.isStopped(b.rule.ID) {
 			continue
 		}
 		t := ev.Old
@@ -305,14 +384,20 @@ func (a *applier) prefetch(ctx context.Context, evs []cdc.Event) error {
 	}
 	a.trimCaches()
 	for _, k := range need {
-		a.rowCache[k] = got[k] // nil: no such row
+		a.cache(k, got[k]) // nil: no such row
 	}
 	return nil
 }
 
+// cache records a shadow row as the open group sees it.
+func (a *applier) cache(k rowKey, vals []*string) {
+	a.rowCache[k] = vals
+	a.cacheBytes += rowSize(k, vals) // an overwrite counts twice: trimmed a little early
+}
+
 func (a *applier) trimCaches() {
-	if len(a.rowCache) > a.cfg.CacheRows {
-		a.rowCache = map[rowKey][]*string{}
+	if len(a.rowCache) > a.cfg.CacheRows || a.cacheBytes > a.cfg.CacheBytes {
+		a.rowCache, a.cacheBytes = map[rowKey][]*string{}, 0
 	}
 	if len(a.stateCache) > a.cfg.CacheStates {
 		a.stateCache = map[string]State{}
@@ -331,7 +416,7 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.rowCache[k] = got[k]
+	a.cache(k, got[k])
 	return got[k], nil
 }
 
@@ -339,11 +424,12 @@ func (a *applier) lookup(ctx context.Context, k rowKey) ([]*string, error) {
 // store holds the row before this change; the first change of a group to a
 // row decides, since later ones only see the group's own pending values.
 func (a *applier) setRow(k rowKey, vals []*string, stored bool) {
-	a.rowCache[k] = vals
+	a.cache(k, vals)
 	if prev, ok := a.dirty[k]; ok {
 		stored = prev.stored
 	}
 	a.dirty[k] = shadowRow{vals: vals, stored: stored}
+	a.dirtyBytes += rowSize(k, vals)
 }
 
 // preKey is the key prefetch computed for an update or delete: the old
@@ -366,6 +452,10 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 	case cdc.EventCommit:
 		if a.cur == nil {
 			return fmt.Errorf("stream: commit at %s without begin", ev.LSN)
+		}
+		if len(a.displaced) > 0 {
+			a.log.Error("rows still share a key at commit; the row shadow may be off for them", "rows", len(a.displaced))
+			clear(a.displaced)
 		}
 		if !a.skip {
 			a.cur.lsn, a.cur.at = ev.LSN, ev.Time
@@ -395,7 +485,10 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 			return nil
 		}
 		for _, rel := range ev.Rels {
-			b := a.bind(rel)
+			b, err := a.source(ctx, rel)
+			if err != nil {
+				return err
+			}
 			if b == nil {
 				continue
 			}
@@ -411,9 +504,9 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 		if a.skip {
 			return nil
 		}
-		b := a.bind(ev.Rel)
-		if b == nil {
-			return nil
+		b, err := a.source(ctx, ev.Rel)
+		if b == nil || err != nil {
+			return err
 		}
 		a.open()
 		a.groupRows++
@@ -422,10 +515,28 @@ func (a *applier) event(ctx context.Context, ev *cdc.Event, pk preKey) error {
 	return nil
 }
 
+// source is the binding of a change to fold, nil when its table is no
+// source or its source is stopped. A change to a relation that is not the
+// one the session derives the source by stops the source first.
+func (a *applier) source(ctx context.Context, rel *cdc.Relation) (*binding, error) {
+	b := a.bind(rel)
+	if b == nil || a.guard.isStopped(b.rule.ID) {
+		return nil, nil
+	}
+	if b.bad != nil && a.guard != nil {
+		if err := a.guard.stop(ctx, b.rule, *b.bad); err != nil {
+			return nil, err
+		}
+		return nil, nil
+	}
+	return b, nil
+}
+
 func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey) error {
 	r := b.rule
 	var oldVals, newVals []*string
 	var oldKey, newKey string
+	var moved bool
 	var err error
 	switch ev.Kind {
 	case cdc.EventInsert:
@@ -447,7 +558,7 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey)
 		if ev.Old != nil && pk.ok {
 			oldKey = pk.key // the key changed: prefetch encoded the old one
 		}
-		if oldVals, err = a.lookup(ctx, rowKey{r.ID, oldKey}); err != nil {
+		if oldVals, moved, err = a.oldRow(ctx, b, oldKey, ev); err != nil {
 			return err
 		}
 		if oldVals == nil {
@@ -460,7 +571,7 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey)
 			return fmt.Errorf("stream: delete from %s without its key columns %v (replica identity must include the primary key)", r.Table(), a.keys[r.Table()])
 		}
 		oldKey = k
-		if oldVals, err = a.lookup(ctx, rowKey{r.ID, oldKey}); err != nil {
+		if oldVals, moved, err = a.oldRow(ctx, b, oldKey, ev); err != nil {
 			return err
 		}
 	}
@@ -474,19 +585,91 @@ func (a *applier) row(ctx context.Context, ev *cdc.Event, b *binding, pk preKey)
 			a.cur.add(c, +1, r.buckets)
 		}
 	}
-	// A key the source did not have before (an INSERT, or the target of a
-	// key change) cannot be in the shadow either.
+	okey, nkey := rowKey{r.ID, oldKey}, rowKey{r.ID, newKey}
 	switch {
-	case ev.Kind == cdc.EventDelete:
-		a.setRow(rowKey{r.ID, oldKey}, nil, oldVals != nil)
-	case ev.Kind == cdc.EventUpdate && oldKey != newKey:
-		a.setRow(rowKey{r.ID, oldKey}, nil, oldVals != nil)
-		a.setRow(rowKey{r.ID, newKey}, newVals, false)
-	case ev.Kind == cdc.EventUpdate:
-		a.setRow(rowKey{r.ID, newKey}, newVals, oldVals != nil)
+	case ev.Kind == cdc.EventUpdate && oldKey == newKey && moved:
+		a.displaced[okey] = append(a.displaced[okey], newVals) // still sharing the key
+	case ev.Kind == cdc.EventUpdate && oldKey == newKey:
+		a.setRow(nkey, newVals, oldVals != nil)
 	default:
-		a.setRow(rowKey{r.ID, newKey}, newVals, false)
+		if ev.Kind != cdc.EventInsert {
+			a.leave(okey, moved, oldVals != nil)
+		}
+		if ev.Kind != cdc.EventDelete {
+			return a.arrive(ctx, b, nkey, newVals)
+		}
 	}
+	return nil
+}
+
+// oldRow is the row an update or delete changes. Under a DEFERRABLE key two
+// rows may share a key until the statement or transaction ends; moved then
+// says the row is the one displaced from the shadow. The FULL old row tells
+// which it is; otherwise it is the one displaced first, as in a swap.
+func (a *applier) oldRow(ctx context.Context, b *binding, key string, ev *cdc.Event) (vals []*string, moved bool, err error) {
+	rk := rowKey{b.rule.ID, key}
+	cur, err := a.lookup(ctx, rk)
+	if err != nil {
+		return nil, false, err
+	}
+	d := a.displaced[rk]
+	if len(d) == 0 {
+		return cur, false, nil
+	}
+	i := 0
+	if ev.OldKind == 'O' {
+		full := valsOf(ev.Old, b, nil)
+		i = -1
+		if !slices.EqualFunc(cur, full, eqVal) {
+			i = slices.IndexFunc(d, func(v []*string) bool { return slices.EqualFunc(v, full, eqVal) })
+		}
+		if i < 0 {
+			return cur, false, nil
+		}
+	}
+	vals = d[i]
+	if d = slices.Delete(d, i, i+1); len(d) == 0 {
+		delete(a.displaced, rk)
+	} else {
+		a.displaced[rk] = d
+	}
+	return vals, true, nil
+}
+
+func eqVal(x, y *string) bool { return (x == nil) == (y == nil) && (x == nil || *x == *y) }
+
+// leave takes a row away from key rk; a row displaced there takes its place.
+func (a *applier) leave(rk rowKey, moved, stored bool) {
+	if moved {
+		return // it was not the shadow's row
+	}
+	if d := a.displaced[rk]; len(d) > 0 {
+		a.setRow(rk, d[0], true)
+		if d = d[1:]; len(d) == 0 {
+			delete(a.displaced, rk)
+		} else {
+			a.displaced[rk] = d
+		}
+		return
+	}
+	a.setRow(rk, nil, stored)
+}
+
+// arrive puts a row at key rk. Only a DEFERRABLE key lets it find another
+// row there; that row is displaced until it moves on.
+func (a *applier) arrive(ctx context.Context, b *binding, rk rowKey, vals []*string) error {
+	if !b.deferrable {
+		a.setRow(rk, vals, false) // a new key cannot be in the shadow
+		return nil
+	}
+	cur, err := a.lookup(ctx, rk)
+	if err != nil {
+		return err
+	}
+	if cur != nil {
+		a.displaced[rk] = append(a.displaced[rk], cur)
+	}
+	a.setRow(rk, vals, cur != nil)
 	return nil
 }
 
@@ -495,13 +678,9 @@ func (a *applier) truncate(ctx context.Context, b *binding) error {
 	a.open()
 	r := b.rule
 	// The shadow in the store must be current before it is scanned.
-	if err := a.w.begin(ctx); err != nil {
+	if err := a.spill(ctx); err != nil {
 		return err
 	}
-	if err := a.w.writeRows(ctx, a.dirty); err != nil {
-		return err
-	}
-	clear(a.dirty)
 	err := a.w.scanSource(ctx, r.ID, func(vals []*string) {
 		if c, ok := r.Contribute(vals); ok {
 			a.cur.add(c, -1, r.buckets)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,7 +49,10 @@ type EngineConfig struct {
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
 	Applier   ApplierConfig
-	Logger    *slog.Logger
+	// SchemaCheck is how often the source tables' catalog is compared with
+	// what the session derives them by (zero: 5s).
+	SchemaCheck time.Duration
+	Logger      *slog.Logger
 }
 
 // Engine runs the pipeline: replication → fold → store → publisher. It
@@ -227,12 +231,21 @@ func (e *Engine) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errReload) {
+			e.log.Warn("a stopped source is servable again: reloading under a new epoch")
+			first, attempt = false, 0
+			continue
+		}
 		e.restarts.Add(1)
 		var fe *FatalError
 		var ce *ConfigError
 		var pe *cdc.PublicationError
 		if first && (errors.As(err, &fe) || errors.As(err, &ce) || errors.As(err, &pe)) {
-			return err
+			// A derived state exists: a table changed under it. Stay up and
+			// say so until it is fixed, rather than exit.
+			if _, merr := e.store.Meta(ctx); errors.As(err, &fe) || merr != nil {
+				return err
+			}
 		}
 		first = false
 		if time.Since(started) > time.Minute {
@@ -261,49 +274,6 @@ func backoff(attempt int) time.Duration {
 	return time.Duration(mrand.Int64N(int64(ceil))) + 50*time.Millisecond
 }
 
-// tables checks the source tables and returns them with their primary keys
-// and the columns a publication must list besides the needed ones.
-func (e *Engine) tables(ctx context.Context) (tables []cdc.Table, keys, pubCols map[string][]string, err error) {
-	keys, pubCols = map[string][]string{}, map[string][]string{}
-	for i, r := range e.rules {
-		t := cdc.Table{Schema: r.Schema, Name: r.Name, Columns: r.Columns}
-		info, err := cdc.LookupTable(ctx, e.pool, t)
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		key := fmt.Sprintf("sources[%d]", i)
-		if !info.Exists {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s does not exist in this database", t)}
-		}
-		if len(info.Key) == 0 {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has no primary key; repstream needs one to follow updates and deletes (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified())}
-		}
-		if info.ReplicaIdentity == 'n' {
-			return nil, nil, nil, &ConfigError{key + ".table", fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING; updates and deletes cannot be followed (ALTER TABLE %s REPLICA IDENTITY DEFAULT)", t, t.Qualified())}
-		}
-		have := map[string]bool{}
-		for _, c := range info.Columns {
-			have[c] = true
-		}
-		for _, c := range r.Columns {
-			if !have[c] {
-				return nil, nil, nil, &ConfigError{key, fmt.Sprintf("column %q does not exist in %s (columns: %v)", c, t, info.Columns)}
-			}
-		}
-		keys[t.String()] = info.Key
-		tables = append(tables, t)
-		// A publication's column list must cover the replica identity, or
-		// Postgres rejects the application's UPDATE and DELETE: with FULL or
-		// USING INDEX identity, publish every column.
-		if info.ReplicaIdentity == 'f' || info.ReplicaIdentity == 'i' {
-			pubCols[t.String()] = info.Columns
-		} else {
-			pubCols[t.String()] = info.Key
-		}
-	}
-	return tables, keys, pubCols, nil
-}
-
 func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[string][]string) (cdc.Publication, error) {
 	p, err := cdc.LookupPublication(ctx, e.pool, e.cfg.Publication)
 	if err != nil {
@@ -323,17 +293,22 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 
 // session is one replication connection's life: bootstrap, then stream.
 func (e *Engine) session(ctx context.Context, first bool) error {
-	tables, keys, pubCols, err := e.tables(ctx)
+	shapes, err := e.inspect(ctx)
 	if err != nil {
-		return err
+		return e.refused(err)
 	}
+	tables, keys, pubCols := layout(shapes)
 	if err := e.resolveWhere(ctx); err != nil {
-		return err
+		return e.refused(err)
 	}
 	pub, err := e.publication(ctx, tables, pubCols)
 	if err != nil {
+		return e.refused(err)
+	}
+	if err := e.members(ctx, shapes); err != nil {
 		return err
 	}
+	e.resolveSources()
 	rconn, err := cdc.ConnectReplication(ctx, e.cfg.DatabaseURL)
 	if err != nil {
 		return err
@@ -371,7 +346,11 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		reason = fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
 	case slotOK && slot.WALStatus == "lost":
 		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
-	case hash != e.hash:
+	case strings.HasPrefix(hash, stoppedHash):
+		reason = fmt.Sprintf("a source stopped (%s) and is servable again", strings.TrimPrefix(hash, stoppedHash))
+	case hash != e.hash+"/"+shapeDigest(shapes) && strings.HasPrefix(hash, e.hash+"/"):
+		reason = "a source table changed while repstream was stopped (its key, a column's type, its partitions or its publication membership)"
+	case hash != e.hash+"/"+shapeDigest(shapes):
 		reason = "the sources configuration changed"
 	}
 	if reason != "" {
@@ -381,7 +360,7 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.log.Info("initial load", "reason", reason)
 		}
 		old := meta
-		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK); err != nil {
+		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK, e.hash+"/"+shapeDigest(shapes)); err != nil {
 			return err
 		}
 		e.metrics.newEpoch.Inc()
@@ -395,13 +374,22 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	e.mu.Lock()
 	e.meta = meta
 	e.mu.Unlock()
-	return e.stream(ctx, rconn, w, meta, keys)
+	return e.stream(ctx, rconn, w, meta, keys, shapes)
+}
+
+// refused reports a source the catalog refuses while it lasts, and returns err.
+func (e *Engine) refused(err error) error {
+	if p, ok := e.startProblem(err); ok {
+		e.Report(p)
+	}
+	return err
 }
 
 // load takes a consistent snapshot: the slot is created with an exported
 // snapshot, the tables are read as of it, and the state commits with the
 // slot's consistent point as checkpoint.
-func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool) (Meta, error) {
+// hash is the sources fingerprint and the shapes' digest the state is built with.
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool, hash string) (Meta, error) {
 	if slotExists {
 		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
 		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
@@ -428,7 +416,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
 		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
-	if err := w.reset(ctx, meta, e.hash); err != nil {
+	if err := w.reset(ctx, meta, hash); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
 	}
@@ -545,7 +533,7 @@ func newEpoch() string {
 }
 
 // stream runs the reader and the applier until either fails.
-func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string) error {
+func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string, shapes []*shape) error {
 	reader := cdc.NewReader(rconn, cdc.ReaderConfig{Slot: e.cfg.Slot, Publication: e.cfg.Publication,
 		StatusInterval: e.cfg.StatusInterval, Logger: e.log})
 	e.mu.Lock()
@@ -557,14 +545,16 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 		e.mu.Unlock()
 	}()
 	parent := ctx
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, end := context.WithCancelCause(ctx)
+	cancel := func() { end(nil) }
 	defer cancel()
 	// The reader outlives a shutdown request until the last group is
 	// durable and confirmed, so its final status update carries it.
 	rctx, rcancel := context.WithCancel(context.Background())
 	defer rcancel()
-	// A deep queue lets decoding run ahead while a group commits.
-	events := make(chan cdc.Event, 65536)
+	// A deep queue lets decoding run ahead while a group commits; the
+	// reader bounds its memory by bytes (QueueBytes), the channel its count.
+	events := make(chan cdc.Event, queueEvents)
 	readErr := make(chan error, 1)
 	readDone := make(chan struct{})
 	var readRes error
@@ -591,7 +581,13 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	wg.Add(1)
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
-	err := e.applyLoop(ctx, ap, events, readErr)
+	ap.watch(shapes, &guard{e: e})
+	wg.Add(1)
+	go func() { defer wg.Done(); e.watchSchema(ctx, ap.guard, shapes, end) }()
+	err := e.applyLoop(ctx, ap, events, reader.Release, readErr)
+	if errors.Is(context.Cause(ctx), errReload) {
+		err = errReload
+	}
 	if so := (*SumOverflowError)(nil); errors.As(err, &so) {
 		e.Report(Problem{Code: "sum_overflow", Reason: so.Error() + "; nothing from that transaction on is derived",
 			Fix: fmt.Sprintf("the subject holds more than %d ratings' worth of its scale's far end: narrow the scales that feed it, or score a column in larger units (a new configuration reloads)", int64(MaxSubjectRatings))})
@@ -630,7 +626,13 @@ func (e *Engine) flushForShutdown(w *writer, d *durable) {
 	}
 }
 
-func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, readErr <-chan error) error {
+// queueEvents is the capacity of the channel between reader and applier:
+// each slot costs an Event struct, row data or not.
+const queueEvents = 16384
+
+// applyLoop applies events in chunks, handing each chunk's footprint back
+// to the reader (release) once applied.
+func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.Event, release func(int64), readErr <-chan error) error {
 	const chunk = 2048
 	buf := make([]cdc.Event, 0, chunk)
 	timer := time.NewTimer(time.Hour)
@@ -677,7 +679,14 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 				break drain
 			}
 		}
-		if err := ap.apply(ctx, buf); err != nil {
+		err := ap.apply(ctx, buf)
+		var held int64
+		for i := range buf {
+			held += buf[i].Footprint
+			buf[i] = cdc.Event{} // the chunk's tuples are garbage now
+		}
+		release(held)
+		if err != nil {
 			return err
 		}
 		more := len(events) > 0

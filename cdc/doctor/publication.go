@@ -61,21 +61,28 @@ func plan(name string, tables []cdc.Table, states []tableState) Plan {
 		case !ts.Exists:
 			p.Blockers = append(p.Blockers, fmt.Sprintf("table %s does not exist", t))
 			continue
-		case len(ts.Key) == 0:
+		case len(ts.Key) == 0 && !(ts.ReplicaIdentity == 'i' && len(ts.identCols) > 0):
 			p.Blockers = append(p.Blockers, fmt.Sprintf("table %s has no primary key (ALTER TABLE %s ADD PRIMARY KEY (...))", t, t.Qualified()))
+		case ts.ReplicaIdentity == 'd' && ts.KeyDeferrable:
+			p.Blockers = append(p.Blockers, fmt.Sprintf("table %s has a DEFERRABLE primary key and DEFAULT identity: Postgres would reject its UPDATE and DELETE (ALTER TABLE %s REPLICA IDENTITY FULL)", t, t.Qualified()))
 		case len(ts.missing) > 0:
 			p.Blockers = append(p.Blockers, fmt.Sprintf("table %s has no column(s) %s", t, strings.Join(ts.missing, ", ")))
 		}
 		key := ts.Key
+		t.Partitioned = ts.Partitioned
 		switch ts.ReplicaIdentity {
-		case 'f', 'n':
+		case 'f':
+			// A column list must cover a FULL identity, now and after every
+			// ADD COLUMN: publish the whole table.
+			t.AllColumns = true
+		case 'n':
 			p.Prepare = append(p.Prepare, Statement{
 				Table:   t.String(),
 				Comment: fmt.Sprintf("%s has REPLICA IDENTITY %s: with a column list Postgres would reject UPDATE and DELETE on it.\nrepstream needs only the primary key, so this restores the default first:", t, identityName(ts.ReplicaIdentity)),
 				SQL:     fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Qualified()),
 			})
 		case 'i':
-			key = union(key, ts.identCols) // the identity index's columns must be published too
+			key = ts.identCols // rows are followed by the identity index's columns
 		}
 		p.Keys[t.String()] = key
 		p.Tables = append(p.Tables, t)
@@ -210,6 +217,14 @@ func (r *run) checkPublication(ctx context.Context) error {
 			continue
 		}
 		sfx := ":" + t.String()
+		if ts.Partitioned {
+			if !pub.ViaRoot {
+				r.add("publication.via_root"+sfx, Fail, fmt.Sprintf("table %s is partitioned and publication %s does not set publish_via_partition_root: changes would carry each partition's name and be missed", t, name),
+					fmt.Sprintf("ALTER PUBLICATION %s SET (publish_via_partition_root = true); -- as the publication's owner; serve then reloads under a new epoch", quoteIdent(name)))
+				continue
+			}
+			r.add("publication.via_root"+sfx, OK, fmt.Sprintf("table %s is partitioned and published through its root (publish_via_partition_root); a partition's ATTACH, DETACH, DROP or TRUNCATE makes serve reload under a new epoch", t), "")
+		}
 		need := union(pl.Keys[t.String()], t.Columns)
 		pt, in := pub.Tables[t.String()]
 		if !in {
@@ -294,6 +309,11 @@ func (r *run) checkAppWrites(t cdc.Table, ts tableState, pt cdc.PublicationTable
 			fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT; -- needs a primary key", t.Qualified()))
 		return
 	}
+	if ts.ReplicaIdentity == 'f' && !pt.AllColumns {
+		r.add("publication.app_writes"+sfx, Fail, fmt.Sprintf("table %s has REPLICA IDENTITY FULL and publication %s gives it a column list: Postgres rejects UPDATE and DELETE on it whenever the list misses a column (now, or after the next ADD COLUMN)", t, name),
+			readdAll(name, t, pt.RowFilter))
+		return
+	}
 	if !pt.AllColumns {
 		have := set(pt.Columns)
 		var out []string
@@ -326,6 +346,16 @@ func (r *run) checkAppWrites(t cdc.Table, ts tableState, pt cdc.PublicationTable
 		return
 	}
 	r.add("publication.app_writes"+sfx, OK, fmt.Sprintf("UPDATE and DELETE on %s stay publishable (column list and row filter within the replica identity)", t), "")
+}
+
+// readdAll publishes t again without a column list, keeping its row filter.
+func readdAll(name string, t cdc.Table, rowFilter string) string {
+	where := ""
+	if rowFilter != "" {
+		where = " WHERE (" + rowFilter + ")"
+	}
+	return fmt.Sprintf("BEGIN; ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %s ADD TABLE %s%s; COMMIT; -- as the owner of both",
+		quoteIdent(name), t.Qualified(), quoteIdent(name), t.Qualified(), where)
 }
 
 func readdNoFilter(name string, t cdc.Table, pt cdc.PublicationTable) string {

@@ -162,7 +162,9 @@ func (r *run) checkEpoch(ctx context.Context) (keep bool, err error) {
 		reason = fmt.Sprintf("slot %s is gone (dropped, or invalidated); changes since %s are lost to it", name, m.checkpoint)
 	case r.slot.WALStatus == "lost":
 		reason = fmt.Sprintf("slot %s lost required WAL", name)
-	case r.rules != nil && m.hash != stream.Fingerprint(r.rules, r.in.Prior):
+	case strings.HasPrefix(m.hash, "stopped:"):
+		reason = fmt.Sprintf("a source stopped while serving (%s: its table changed under it) and is reloaded once the catalog serves it again", strings.TrimPrefix(m.hash, "stopped:"))
+	case r.rules != nil && strings.Split(m.hash, "/")[0] != stream.Fingerprint(r.rules, r.in.Prior):
 		reason = "the sources configuration changed (or reputation's prior)"
 	}
 	if reason == "" {

@@ -51,12 +51,11 @@ func loadTable(ctx context.Context, q cdc.Querier, t cdc.Table) (tableState, err
 		return ts, err
 	}
 	ts.TableInfo = info
+	ts.identCols = info.IdentCols
 	err = q.QueryRow(ctx, `
-SELECT pg_has_role(current_user, c.relowner, 'USAGE'),
-       coalesce(array(SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
-                      WHERE i.indrelid = c.oid AND i.indisreplident ORDER BY array_position(i.indkey::int2[], a.attnum)), '{}')
+SELECT pg_has_role(current_user, c.relowner, 'USAGE')
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, t.Schema, t.Name).Scan(&ts.owned, &ts.identCols)
+WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, t.Schema, t.Name).Scan(&ts.owned)
 	if err != nil {
 		return ts, fmt.Errorf("look up table %s: %w", t, err)
 	}
@@ -116,10 +115,13 @@ func (r *run) checkTables(ctx context.Context) error {
 			continue
 		}
 		r.add("table"+sfx, OK, fmt.Sprintf("table %s exists", t), "")
-		if len(ts.Key) == 0 {
+		switch {
+		case len(ts.Key) == 0 && ts.ReplicaIdentity == 'i' && len(ts.identCols) > 0:
+			r.add("table.primary_key"+sfx, OK, fmt.Sprintf("table %s has no primary key; rows are followed by its REPLICA IDENTITY index (%s)", t, strings.Join(ts.identCols, ", ")), "")
+		case len(ts.Key) == 0:
 			r.add("table.primary_key"+sfx, Fail, fmt.Sprintf("table %s has no primary key; repstream follows updates and deletes by it", t),
 				fmt.Sprintf("ALTER TABLE %s ADD PRIMARY KEY (...); -- the column(s) that identify a row", t.Qualified()))
-		} else {
+		default:
 			r.add("table.primary_key"+sfx, OK, fmt.Sprintf("table %s has primary key (%s)", t, strings.Join(ts.Key, ", ")), "")
 		}
 		switch ts.ReplicaIdentity {
@@ -127,17 +129,20 @@ func (r *run) checkTables(ctx context.Context) error {
 			r.add("table.replica_identity"+sfx, Fail, fmt.Sprintf("table %s has REPLICA IDENTITY NOTHING: updates and deletes carry no key, and Postgres rejects them once the table is published", t),
 				fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Qualified()))
 		case 'f':
-			r.add("table.replica_identity"+sfx, Warn, fmt.Sprintf("table %s has REPLICA IDENTITY FULL: repstream needs only the primary key (DEFAULT); FULL logs whole old rows and costs WAL", t),
-				fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT; -- unless another consumer needs FULL", t.Qualified()))
+			r.add("table.replica_identity"+sfx, Warn, fmt.Sprintf("table %s has REPLICA IDENTITY FULL: it is published without a column list (a list would make Postgres reject the application's UPDATE and DELETE once it misses a column), so every column, review bodies too, leaves the database; FULL also logs whole old rows", t),
+				fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT; -- unless another consumer needs FULL, or the primary key is DEFERRABLE", t.Qualified()))
 		case 'i':
-			if len(ts.Key) > 0 && strings.Join(ts.identCols, ",") == strings.Join(ts.Key, ",") {
-				r.add("table.replica_identity"+sfx, OK, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX on its primary key columns", t), "")
-			} else {
-				r.add("table.replica_identity"+sfx, Warn, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX (%s), not its primary key: updates and deletes carry those columns, repstream matches rows by primary key", t, strings.Join(ts.identCols, ", ")),
+			if len(ts.identCols) == 0 {
+				r.add("table.replica_identity"+sfx, Fail, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX on an index that is gone: updates and deletes carry no key", t),
 					fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY DEFAULT;", t.Qualified()))
+			} else {
+				r.add("table.replica_identity"+sfx, OK, fmt.Sprintf("table %s has REPLICA IDENTITY USING INDEX (%s): repstream follows rows by those columns", t, strings.Join(ts.identCols, ", ")), "")
 			}
 		default:
-			if len(ts.Key) > 0 {
+			if len(ts.Key) > 0 && ts.KeyDeferrable {
+				r.add("table.replica_identity"+sfx, Fail, fmt.Sprintf("table %s has a DEFERRABLE primary key, which Postgres does not use as replica identity: it rejects the application's UPDATE and DELETE once the table is published", t),
+					fmt.Sprintf("ALTER TABLE %s REPLICA IDENTITY FULL; -- or make the primary key NOT DEFERRABLE", t.Qualified()))
+			} else if len(ts.Key) > 0 {
 				r.add("table.replica_identity"+sfx, OK, fmt.Sprintf("table %s has REPLICA IDENTITY DEFAULT (primary key)", t), "")
 			}
 		}

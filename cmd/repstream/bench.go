@@ -27,7 +27,8 @@ func init() {
 		f := cmd.Flags()
 		quick := f.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "smaller sizes and fewer runs (also BENCH_QUICK=1)")
 		runs := f.Int("runs", 0, "repetitions of each measurement (0: 3, quick 2)")
-		only := f.StringSlice("only", nil, "run only these: codec, drain, ingest, latency, fanout, resume (no results file)")
+		only := f.StringSlice("only", nil, "run only these: codec, drain, ingest, latency, fanout, resume, bigtxn (no results file)")
+		service := f.String("service", "", "the repstream executable to measure as the service (default: this one), to compare two builds")
 		out := f.String("out", "cmd/repstream/bench/RESULTS.md", "results file; empty writes none")
 		profile := f.String("profile", "", "directory for the service's CPU and heap profiles (runs it with `bench serve`)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -35,7 +36,7 @@ func init() {
 			if err != nil {
 				return err
 			}
-			o := bench.Options{Self: self, Quick: *quick, Runs: *runs, Only: *only, Out: *out, Stdout: cmd.OutOrStdout()}
+			o := bench.Options{Self: self, Quick: *quick, Runs: *runs, Only: *only, Out: *out, Stdout: cmd.OutOrStdout(), Service: *service}
 			o.ServiceArgs = func(cfg, _ string) []string { return []string{"serve", "--config", cfg} }
 			if *profile != "" {
 				dir, err := filepath.Abs(*profile)

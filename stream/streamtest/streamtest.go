@@ -88,6 +88,11 @@ func figures(ctx context.Context, conn *pgx.Conn, q string) (map[string]Fig, err
 	return out, rows.Err()
 }
 
+// Figures reads (subject, count, sum in millionths) rows of query q.
+func Figures(ctx context.Context, conn *pgx.Conn, q string) (map[string]Fig, error) {
+	return figures(ctx, conn, q)
+}
+
 // Truth recomputes every subject's figures from the source tables.
 func Truth(ctx context.Context, conn *pgx.Conn) (map[string]Fig, error) {
 	return figures(ctx, conn, recompute)

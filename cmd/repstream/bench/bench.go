@@ -33,6 +33,9 @@ type Options struct {
 	// Self is the repstream executable; the service and the client process
 	// are started from it.
 	Self string
+	// Service, if set, is the executable run as the service instead of
+	// Self: another build measured by this harness (a before and after).
+	Service string
 	// ServiceArgs are the arguments that run the service with a config
 	// file; tag names the run (for profiles).
 	ServiceArgs func(configPath, tag string) []string
@@ -41,7 +44,7 @@ type Options struct {
 	// Runs is how many times each measurement repeats (zero: 3, quick 2).
 	Runs int
 	// Only, if not empty, names the measurements to run (drain, ingest,
-	// latency, fanout, resume, codec).
+	// latency, fanout, resume, codec, bigtxn).
 	Only []string
 	// Out is the results file; empty writes none.
 	Out string
@@ -185,6 +188,7 @@ api: { max_connections: 30000, heartbeat: 30s, max_subjects: 100000 }
 		{"latency", e.latency},
 		{"fanout", e.fanout},
 		{"resume", e.resume},
+		{"bigtxn", e.bigTxn},
 	}
 	var failed []string
 	for _, s := range steps {

@@ -38,7 +38,11 @@ type service struct {
 // startService starts the service and returns at once; waitReady waits
 // until it has caught up.
 func (e *env) startService() (*service, error) {
-	cmd := exec.Command(e.self, e.serviceArgs(e.cfgPath)...)
+	bin := e.self
+	if e.o.Service != "" {
+		bin = e.o.Service
+	}
+	cmd := exec.Command(bin, e.serviceArgs(e.cfgPath)...)
 	cmd.Stdout, cmd.Stderr = e.svcLog, e.svcLog
 	cmd.Env = append(os.Environ(), e.svcExtra...)
 	if err := cmd.Start(); err != nil {

@@ -123,6 +123,15 @@ measurement wrote is not flushed during the next.
   write load continues; time until each has its subscribed message.
 - **JSON vs protobuf**: in-process encode of a representative delta
   (testing.Benchmark) and its frame size.
+- **one huge source transaction**: for 1M rows, then 5M, and each shape
+  (inserts; updates of the rows just inserted; a mix of deletes, updates
+  and inserts; deletes), the service is restarted, one statement commits
+  the whole transaction, and a marker transaction committed after it tells
+  when it has been applied. The result is the service's peak RSS (VmHWM:
+  startup included, so it is the process's peak, not its growth), with
+  its Go heap and stacks in use sampled every 100 ms from /metrics beside
+  it. Single runs; after each the derived state must equal the SQL
+  recomputation.
 `
 
 func loadavg() string {
