@@ -318,3 +318,34 @@ func TestBoardBadRequests(t *testing.T) {
 		t.Fatalf("%d subscriptions; want 0", n)
 	}
 }
+
+// The boards claim also grants GET /v1/subjects for what a leaderboard
+// could show: a ranking by bayes, mean or count, at most max_board_top
+// long.
+func TestBoardClaimHTTP(t *testing.T) {
+	e := apitest.Start(t, api.Config{MaxBoardTop: 10}, nil)
+	e.Write(hub.Op{Subject: "seller:1", Score: 4e6}, hub.Op{Subject: "seller:2", Score: 5e6})
+	tok := boardToken(t, []string{"seller:1"}, []string{"seller:"})
+	for _, tc := range []struct {
+		query string
+		code  int
+	}{
+		{"prefix=seller:&order=bayes&limit=10", 200},
+		{"prefix=seller:&order=count&limit=2", 200},
+		{"prefix=seller:&order=bayes&limit=11", 403},
+		{"prefix=seller:&order=updated_at&limit=5", 403},
+		{"prefix=buyer:&order=bayes&limit=5", 403},
+		{"prefix=seller:1&order=bayes&limit=5", 403},
+	} {
+		req, _ := http.NewRequest("GET", e.Base+"/v1/subjects?"+tc.query, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != tc.code {
+			t.Errorf("%s: HTTP %d; want %d", tc.query, res.StatusCode, tc.code)
+		}
+	}
+}
