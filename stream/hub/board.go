@@ -214,17 +214,17 @@ func (c *Conn) subscribeBoard(ctx context.Context, r Request) (Result, error) {
 	}
 	if r.Registered != nil {
 		r.Registered()
-		s.mu.Lock()
-		revoked := s.closed
-		s.mu.Unlock()
-		if revoked {
-			return Result{}, ErrClosed
-		}
 	}
 	if load {
-		// Not cancelled with this request: other subscriptions may be
-		// waiting for the same board.
+		// Not cancelled with this request, and even if it was revoked:
+		// other subscriptions may be waiting for the same board.
 		h.loadBoard(context.WithoutCancel(ctx), b, h0)
+	}
+	s.mu.Lock()
+	revoked := s.closed
+	s.mu.Unlock()
+	if revoked {
+		return Result{}, ErrClosed
 	}
 	select {
 	case <-b.ready:

@@ -210,3 +210,36 @@ func TestBoardSlowConsumer(t *testing.T) {
 		t.Fatalf("%d boards; want 0", n)
 	}
 }
+
+// A board's first subscriber revoked while it registers still loads the
+// board, so a second subscriber waiting for it is served.
+func TestBoardLoadedDespiteRevoke(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	r.write(hub.Op{Subject: "seller:1", Score: 3e6})
+	c1, c2 := r.h.Connect(0), r.h.Connect(0)
+	second := make(chan error, 1)
+	req := boardReq(1, 3, stream.OrderBayes, 0)
+	req.Registered = func() {
+		go func() {
+			_, err := c2.Subscribe(context.Background(), boardReq(1, 3, stream.OrderBayes, 0))
+			second <- err
+		}()
+		for r.h.Subscriptions() < 2 { // c2 registered, waiting for the load
+			time.Sleep(time.Millisecond)
+		}
+		c1.Revoke(func(stream.Selector, bool) bool { return false })
+	}
+	if _, err := c1.Subscribe(context.Background(), req); err != hub.ErrClosed {
+		t.Fatalf("revoked subscribe: %v; want ErrClosed", err)
+	}
+	select {
+	case err := <-second:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the second subscriber still waits for the board")
+	}
+	r.h.Disconnect(c1)
+	r.h.Disconnect(c2)
+}
