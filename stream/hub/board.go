@@ -293,6 +293,7 @@ func (h *Hub) loadBoard(ctx context.Context, b *board, h0 stream.LSN) {
 	if len(b.subs) == 0 && h.boards[b.key] == b {
 		delete(h.boards, b.key) // every subscription left during the load
 	}
+	h.boardGauges()
 }
 
 // publishBoards folds one published transaction into the boards over its
@@ -324,6 +325,9 @@ func (h *Hub) publishBoards(t *txn) {
 	}
 	for _, b := range changed {
 		h.sendBoard(b, t.lsn)
+	}
+	if len(changed) > 0 {
+		h.boardGauges()
 	}
 }
 
@@ -433,6 +437,17 @@ func (h *Hub) dropBoardsLocked() {
 		}
 	}
 	h.boards = nil
+	h.boardGauges()
+}
+
+// boardGauges sets the board gauges. Called with pubMu held.
+func (h *Hub) boardGauges() {
+	n := 0
+	for _, b := range h.boards {
+		n += len(b.states)
+	}
+	h.m.boards.Set(float64(len(h.boards)))
+	h.m.boardStates.Set(float64(n))
 }
 
 // unindexBoard removes a leaderboard subscription from its board, and the
@@ -444,6 +459,7 @@ func (h *Hub) unindexBoard(s *sub) {
 	delete(b.subs, s)
 	if len(b.subs) == 0 && b.loaded && h.boards[b.key] == b {
 		delete(h.boards, b.key)
+		h.boardGauges()
 	}
 }
 

@@ -193,6 +193,7 @@ func (h *Hub) resetLocked(m stream.Meta) {
 	}
 	if ready && old != m.Epoch {
 		h.boards = nil // of the old history; their subscribers are closed below
+		h.boardGauges()
 		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
 		h.CloseAll(CloseGoingAway, "epoch changed")
 	}

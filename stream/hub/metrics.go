@@ -18,6 +18,8 @@ type metrics struct {
 	busGaps  prometheus.Counter
 
 	boardFrames prometheus.Counter
+	boards      prometheus.Gauge
+	boardStates prometheus.Gauge
 }
 
 // newMetrics creates the hub's metrics, registered with reg unless it is nil.
@@ -45,5 +47,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			"Subscriptions caught up, by source: ring, log, snapshot, snapshot_reset.")), []string{"mode"}),
 		busGaps:     counter("bus_gaps_total", "Gaps detected in the bus stream (every connection was closed to resume)."),
 		boardFrames: counter("board_frames_total", "Leaderboard frames sent to subscriptions (a change of their top N)."),
+		boards:      gauge("boards", "Leaderboards kept (one per prefix and order subscribed)."),
+		boardStates: gauge("board_states", "Subjects the leaderboards rank, summed over boards (each holds every subject of its prefix)."),
 	}
 }
