@@ -79,6 +79,7 @@ func TestBoardPostgres(t *testing.T) {
 	orders := map[int64]stream.Order{1: stream.OrderBayes, 2: stream.OrderMean, 3: stream.OrderCount}
 	const top = 10
 	last := map[int64]wire.ServerMessage{}
+	fresh := map[int64]bool{} // a board came on this connection
 	var ws *websocket.Conn
 	read := func() (wire.ServerMessage, error) {
 		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -103,6 +104,7 @@ func TestBoardPostgres(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		clear(fresh)
 		send(wire.ClientMessage{Type: wire.TypeHello, Token: tok})
 		for id, o := range orders {
 			m := wire.ClientMessage{Type: wire.TypeSubscribe, ID: id, Prefix: "seller:", Top: top, Order: string(o)}
@@ -136,7 +138,7 @@ func TestBoardPostgres(t *testing.T) {
 						t.Fatalf("board at %s holds %s at %s", m.LSN, s.Subject, s.LSN)
 					}
 				}
-				last[m.ID] = m
+				last[m.ID], fresh[m.ID] = m, true
 			}
 		}
 	}
@@ -147,6 +149,64 @@ func TestBoardPostgres(t *testing.T) {
 	}
 	defer wconn.Close(ctx)
 	w := streamtest.NewWorkload(uint64(time.Now().UnixNano()))
+	// check waits until the store converged and the hub published all of
+	// it, then compares each board with SQL at that position.
+	check := func(pong int64) {
+		streamtest.WaitConverged(t, conn, 30*time.Second)
+		// Every transaction is stored; the hub may not have published the
+		// last ones yet.
+		var head stream.LSN
+		for {
+			m, err := e.Store.Meta(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Server.Hub().Head() >= hub.Position(m.Checkpoint) {
+				head = e.Server.Hub().Head()
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// The hub moves its head before it fans a transaction out; Boards
+		// waits for the fan-out (it takes the same lock), so the pong
+		// comes after every board frame up to head.
+		e.Server.Hub().Boards()
+		send(wire.ClientMessage{Type: wire.TypePing, ID: pong})
+		take(pong)
+		for n := int64(1); len(fresh) < len(orders); n++ { // subscribes run apart from pings
+			send(wire.ClientMessage{Type: wire.TypePing, ID: pong*1000 + n})
+			take(pong*1000 + n)
+		}
+		for id, o := range orders {
+			b := last[id]
+			rows, err := conn.Query(ctx, `SELECT subject, count, bayes, mean, version, lsn FROM repstream.reputation
+				WHERE subject LIKE 'seller:%' AND lsn <= $1 ORDER BY `+string(o)+` DESC, subject LIMIT $2`, head, top)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stream.State, error) {
+				var s stream.State
+				err := r.Scan(&s.Subject, &s.Count, &s.Bayes, &s.Mean, &s.Version, &s.LSN)
+				return s, err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(want) == 0 || len(b.States) != len(want) {
+				t.Fatalf("board %s: %d entries; SQL has %d", o, len(b.States), len(want))
+			}
+			for i, s := range b.States {
+				x := want[i]
+				if s.Subject != x.Subject || s.Count != x.Count || s.Bayes != x.Bayes || s.Mean != x.Mean || s.Version != x.Version {
+					var cur stream.State
+					_ = conn.QueryRow(ctx, `SELECT count, bayes, version, lsn FROM repstream.reputation WHERE subject = $1`, s.Subject).Scan(&cur.Count, &cur.Bayes, &cur.Version, &cur.LSN)
+					t.Logf("check %d: board at %s, head %s; %s in SQL now: count %d bayes %v v%d at %s", pong, b.LSN, head, s.Subject, cur.Count, cur.Bayes, cur.Version, cur.LSN)
+					t.Fatalf("board %s rank %d: %s count %d bayes %v mean %v v%d; SQL: %s count %d bayes %v mean %v v%d",
+						o, i+1, s.Subject, s.Count, s.Bayes, s.Mean, s.Version, x.Subject, x.Count, x.Bayes, x.Mean, x.Version)
+				}
+			}
+		}
+	}
 	open()
 	for round := range 6 {
 		until := time.Now().Add(400 * time.Millisecond)
@@ -155,56 +215,18 @@ func TestBoardPostgres(t *testing.T) {
 				t.Fatalf("workload: %v", err)
 			}
 		}
-		send(wire.ClientMessage{Type: wire.TypePing, ID: int64(100 + round)})
-		take(int64(100 + round))
+		if round%2 == 1 {
+			check(int64(100 + round)) // the workload is paused: compare at this position
+		} else {
+			send(wire.ClientMessage{Type: wire.TypePing, ID: int64(100 + round)})
+			take(int64(100 + round))
+		}
 		if round%2 == 0 { // drop; resume from the cursor
 			ws.Close()
 			open()
 		}
 	}
-	streamtest.WaitConverged(t, conn, 30*time.Second)
-	// Every transaction is stored; the hub may not have published the
-	// last ones yet.
-	var head stream.LSN
-	for {
-		m, err := e.Store.Meta(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if e.Server.Hub().Head() >= hub.Position(m.Checkpoint) {
-			head = e.Server.Hub().Head()
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	send(wire.ClientMessage{Type: wire.TypePing, ID: 999})
-	take(999)
+	check(999)
 	ws.Close()
-	for id, o := range orders {
-		b := last[id]
-		rows, err := conn.Query(ctx, `SELECT subject, count, bayes, mean, version, lsn FROM repstream.reputation
-			WHERE subject LIKE 'seller:%' AND lsn <= $1 ORDER BY `+string(o)+` DESC, subject LIMIT $2`, head, top)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (stream.State, error) {
-			var s stream.State
-			err := r.Scan(&s.Subject, &s.Count, &s.Bayes, &s.Mean, &s.Version, &s.LSN)
-			return s, err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(want) == 0 || len(b.States) != len(want) {
-			t.Fatalf("board %s: %d entries; SQL has %d", o, len(b.States), len(want))
-		}
-		for i, s := range b.States {
-			x := want[i]
-			if s.Subject != x.Subject || s.Count != x.Count || s.Bayes != x.Bayes || s.Mean != x.Mean || s.Version != x.Version {
-				t.Fatalf("board %s rank %d: %s count %d bayes %v mean %v v%d; SQL: %s count %d bayes %v mean %v v%d",
-					o, i+1, s.Subject, s.Count, s.Bayes, s.Mean, s.Version, x.Subject, x.Count, x.Bayes, x.Mean, x.Version)
-			}
-		}
-	}
 	t.Logf("workload: %v", w.Ops)
 }
