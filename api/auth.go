@@ -1,22 +1,23 @@
 package api
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/repstream/repstream/api/wire"
@@ -35,8 +36,20 @@ type AuthConfig struct {
 	// RSA PUBLIC KEY or CERTIFICATE blocks, several per file allowed).
 	PublicKeys []string `yaml:"jwt_public_keys"`
 	// JWKSFile is a JSON Web Key Set file of RSA and EC P-256 keys; a
-	// token's kid header picks the key.
+	// token's kid header picks the key. The file is read again when it
+	// changes (checked at most once a second, as tokens arrive).
 	JWKSFile string `yaml:"jwks_file"`
+	// JWKSURL is where an identity provider publishes its JSON Web Key Set
+	// (Auth0, Keycloak, Cognito, Supabase...). It is fetched at start,
+	// again every JWKSRefreshInterval, and when a token names a kid it
+	// does not hold, at most once per JWKSMinRefreshInterval.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSRefreshInterval is how often the set at JWKSURL is fetched again,
+	// so removed keys stop verifying. Zero means 1h.
+	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// JWKSMinRefreshInterval bounds the fetches an unknown kid causes, so
+	// forged kids cannot hammer the identity provider. Zero means 1m.
+	JWKSMinRefreshInterval time.Duration `yaml:"jwks_min_refresh_interval"`
 	// Insecure turns authentication off: every request may read every
 	// subject. Development only; the service logs a warning at start.
 	Insecure bool `yaml:"insecure"`
@@ -47,9 +60,26 @@ type AuthConfig struct {
 	// Leeway is the clock skew tolerated on exp, nbf and iat. Zero means
 	// none.
 	Leeway time.Duration `yaml:"leeway"`
-	// RequireExp refuses tokens without exp. False accepts them (they never
-	// expire).
-	RequireExp bool `yaml:"require_exp"`
+	// RequireExp refuses tokens without exp. Nil means true; false accepts
+	// them (they never expire), an explicit opt-out.
+	RequireExp *bool `yaml:"require_exp"`
+	// AdminClaim names the boolean claim that must be true for GET
+	// /v1/status, which shows the slot, PIDs and WAL figures. Empty means
+	// "repstream_admin".
+	AdminClaim string `yaml:"admin_claim"`
+}
+
+// DefaultAdminClaim is the claim that admits a token to /v1/status unless
+// auth.admin_claim names another.
+const DefaultAdminClaim = "repstream_admin"
+
+func (c AuthConfig) requireExp() bool { return c.RequireExp == nil || *c.RequireExp }
+
+func (c AuthConfig) adminClaim() string {
+	if c.AdminClaim == "" {
+		return DefaultAdminClaim
+	}
+	return c.AdminClaim
 }
 
 // Validate reports the first setting that cannot work, naming its key and
@@ -58,11 +88,23 @@ func (c AuthConfig) Validate() error {
 	if c.Insecure {
 		return nil
 	}
-	if c.HS256SecretFile == "" && len(c.PublicKeys) == 0 && c.JWKSFile == "" {
-		return errors.New("auth: no key to verify tokens with: set auth.jwt_hs256_secret_file, auth.jwt_public_keys or auth.jwks_file (or auth.insecure: true, for development only)")
+	if c.HS256SecretFile == "" && len(c.PublicKeys) == 0 && c.JWKSFile == "" && c.JWKSURL == "" {
+		return errors.New("auth: no key to verify tokens with: set auth.jwt_hs256_secret_file, auth.jwt_public_keys, auth.jwks_file or auth.jwks_url (or auth.insecure: true, for development only)")
 	}
 	if c.Leeway < 0 {
 		return fmt.Errorf("auth.leeway: %s is negative; use 0 or a few seconds", c.Leeway)
+	}
+	if c.JWKSRefreshInterval < 0 {
+		return fmt.Errorf("auth.jwks_refresh_interval: %s is negative; use 0 for 1h", c.JWKSRefreshInterval)
+	}
+	if c.JWKSMinRefreshInterval < 0 {
+		return fmt.Errorf("auth.jwks_min_refresh_interval: %s is negative; use 0 for 1m", c.JWKSMinRefreshInterval)
+	}
+	if c.JWKSURL != "" {
+		u, err := url.Parse(c.JWKSURL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return fmt.Errorf("auth.jwks_url: %q is not an http(s) URL; use the identity provider's JWKS address, e.g. https://idp.example.com/.well-known/jwks.json", c.JWKSURL)
+		}
 	}
 	for i, p := range c.PublicKeys {
 		if p == "" {
@@ -94,6 +136,9 @@ type Grant struct {
 	Prefixes []string
 	// All grants everything (claim "*", or insecure mode).
 	All bool
+	// Admin admits the bearer to /v1/status (the auth.admin_claim claim is
+	// true, or insecure mode).
+	Admin bool
 	// Boards are the prefixes of the boards claim: their leaderboards
 	// are granted.
 	Boards []string
@@ -167,14 +212,19 @@ type AuthError struct {
 func (e *AuthError) Error() string { return "unauthenticated: " + e.Err.Error() }
 func (e *AuthError) Unwrap() error { return e.Err }
 
-// Authenticator verifies client JWTs. It is safe for concurrent use.
+// Authenticator verifies client JWTs. It is safe for concurrent use. Close
+// it when done if it fetches a JWKS URL.
 type Authenticator struct {
 	cfg      AuthConfig
 	secret   []byte
 	rsaKeys  []keyed[*rsa.PublicKey]
 	ecKeys   []keyed[*ecdsa.PublicKey]
+	jwksFile *jwksFile
+	jwksURL  keyfunc.Keyfunc
+	stop     context.CancelFunc // ends the JWKS URL's refresh goroutine
 	parser   *jwt.Parser
 	now      func() time.Time
+	logger   *slog.Logger
 	insecure bool
 }
 
@@ -183,8 +233,9 @@ type keyed[K any] struct {
 	key K
 }
 
-// NewAuthenticator loads the configured keys. In insecure mode it logs a
-// loud warning and every token, or none, is accepted.
+// NewAuthenticator loads the configured keys, fetching auth.jwks_url once.
+// In insecure mode it logs a loud warning and every token, or none, is
+// accepted.
 func NewAuthenticator(cfg AuthConfig, logger *slog.Logger) (*Authenticator, error) {
 	if logger == nil {
 		logger = slog.Default()
@@ -192,7 +243,7 @@ func NewAuthenticator(cfg AuthConfig, logger *slog.Logger) (*Authenticator, erro
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	a := &Authenticator{cfg: cfg, now: time.Now}
+	a := &Authenticator{cfg: cfg, now: time.Now, logger: logger, stop: func() {}}
 	if cfg.Insecure {
 		a.insecure = true
 		logger.Warn("!!! auth.insecure is true: AUTHENTICATION IS OFF; anyone who reaches this service can read every subject. Development only. !!!")
@@ -213,25 +264,39 @@ func NewAuthenticator(cfg AuthConfig, logger *slog.Logger) (*Authenticator, erro
 			return nil, fmt.Errorf("auth.jwt_public_keys[%d]: %s: %w", i, path, err)
 		}
 	}
+	var jwksAlgs []string
 	if cfg.JWKSFile != "" {
-		if err := a.loadJWKS(cfg.JWKSFile); err != nil {
+		f, err := openJWKSFile(cfg.JWKSFile)
+		if err != nil {
 			return nil, fmt.Errorf("auth.jwks_file: %s: %w", cfg.JWKSFile, err)
 		}
+		a.jwksFile = f
+		jwksAlgs = append(jwksAlgs, f.algs...)
+	}
+	if cfg.JWKSURL != "" {
+		ctx, cancel := context.WithCancel(context.Background())
+		kf, algs, err := fetchJWKS(ctx, cfg, logger)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("auth.jwks_url: %s: %w", cfg.JWKSURL, err)
+		}
+		a.jwksURL, a.stop = kf, cancel
+		jwksAlgs = append(jwksAlgs, algs...)
 	}
 	var methods []string
 	if a.secret != nil {
 		methods = append(methods, "HS256")
 	}
-	if len(a.rsaKeys) > 0 {
+	if len(a.rsaKeys) > 0 || slices.Contains(jwksAlgs, "RS256") || a.jwksURL != nil {
 		methods = append(methods, "RS256")
 	}
-	if len(a.ecKeys) > 0 {
+	if len(a.ecKeys) > 0 || slices.Contains(jwksAlgs, "ES256") || a.jwksURL != nil {
 		methods = append(methods, "ES256")
 	}
 	if len(methods) == 0 {
 		return nil, errors.New("auth: the configured files hold no usable key (RSA, EC P-256 or an HS256 secret)")
 	}
-	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithLeeway(cfg.Leeway),
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithLeeway(cfg.Leeway), jwt.WithIssuedAt(),
 		jwt.WithTimeFunc(func() time.Time { return a.now() })}
 	if cfg.Issuer != "" {
 		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
@@ -239,32 +304,66 @@ func NewAuthenticator(cfg AuthConfig, logger *slog.Logger) (*Authenticator, erro
 	if cfg.Audience != "" {
 		opts = append(opts, jwt.WithAudience(cfg.Audience))
 	}
-	if cfg.RequireExp {
+	if cfg.requireExp() {
 		opts = append(opts, jwt.WithExpirationRequired())
 	}
 	a.parser = jwt.NewParser(opts...)
-	logger.Info("auth: verifying JWTs", "algorithms", methods, "rsa_keys", len(a.rsaKeys), "ec_keys", len(a.ecKeys))
+	logger.Info("auth: verifying JWTs", "algorithms", methods, "rsa_keys", len(a.rsaKeys), "ec_keys", len(a.ecKeys),
+		"jwks_file", cfg.JWKSFile, "jwks_url", cfg.JWKSURL, "require_exp", cfg.requireExp(), "leeway", cfg.Leeway)
 	return a, nil
 }
+
+// Close stops refreshing auth.jwks_url. The authenticator still verifies
+// with the keys it holds.
+func (a *Authenticator) Close() { a.stop() }
 
 // Insecure reports whether authentication is off.
 func (a *Authenticator) Insecure() bool { return a.insecure }
 
+// tokenClaims reads Claims and, by its configured name, the admin claim.
+type tokenClaims struct {
+	Claims
+	adminClaim string
+	admin      bool
+}
+
+func (c *tokenClaims) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &c.Claims); err != nil {
+		return err
+	}
+	if !bytes.Contains(b, []byte(c.adminClaim)) {
+		return nil // the common case: no need to decode the payload twice
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return err
+	}
+	c.admin = string(m[c.adminClaim]) == "true"
+	return nil
+}
+
 // Verify checks a token and returns what it grants. Errors are *AuthError.
 func (a *Authenticator) Verify(token string) (*Grant, error) {
 	if a.insecure {
-		return &Grant{All: true}, nil
+		return &Grant{All: true, Admin: true}, nil
 	}
 	if token == "" {
 		return nil, &AuthError{Reason: "missing", Err: errors.New("no token")}
 	}
-	var c Claims
+	c := tokenClaims{adminClaim: a.cfg.adminClaim()}
 	_, err := a.parser.ParseWithClaims(token, &c, a.keyFor)
 	if err != nil {
 		reason := "invalid"
 		switch {
 		case errors.Is(err, jwt.ErrTokenExpired):
 			reason = "expired"
+		case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+			reason = "no_exp"
+			err = fmt.Errorf("%w (set auth.require_exp: false to accept tokens that never expire)", err)
+		case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+			reason = "issued_in_future"
+		case errors.Is(err, jwt.ErrTokenNotValidYet):
+			reason = "not_yet_valid"
 		case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 			reason = "signature"
 		case errors.Is(err, jwt.ErrTokenMalformed):
@@ -274,7 +373,7 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 		}
 		return nil, &AuthError{Reason: reason, Err: err}
 	}
-	g := &Grant{} // Subjects is made for the first exact subject: most grants have none
+	g := &Grant{Admin: c.admin} // Subjects is made for the first exact subject: most grants have none
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Time
 	}
@@ -301,54 +400,70 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 
 // keyFor picks the verification key by the token's algorithm (already
 // restricted to the configured ones) and kid. The HS256 secret is only ever
-// returned for HS256, so a token "signed" with a public key as an HMAC
-// secret (algorithm confusion) fails.
+// returned for HS256, and only keys of the algorithm's own type for RS256
+// and ES256, so a token "signed" with a public key as an HMAC secret
+// (algorithm confusion) fails.
 func (a *Authenticator) keyFor(t *jwt.Token) (any, error) {
 	kid, _ := t.Header["kid"].(string)
-	switch t.Method.Alg() {
+	alg := t.Method.Alg()
+	var set jwt.VerificationKeySet
+	switch alg {
 	case "HS256":
 		if a.secret == nil {
 			return nil, errors.New("HS256 is not configured")
 		}
 		return a.secret, nil
 	case "RS256":
-		return pick(a.rsaKeys, kid)
+		set.Keys = pick(a.rsaKeys, kid)
 	case "ES256":
-		return pick(a.ecKeys, kid)
+		set.Keys = pick(a.ecKeys, kid)
+	default:
+		return nil, fmt.Errorf("algorithm %q is not accepted", alg)
 	}
-	return nil, fmt.Errorf("algorithm %q is not accepted", t.Method.Alg())
-}
-
-func pick[K any](keys []keyed[K], kid string) (any, error) {
-	var set jwt.VerificationKeySet
-	for _, k := range keys {
-		if kid == "" || k.kid == "" || k.kid == kid {
-			set.Keys = append(set.Keys, k.key)
+	var errs []error
+	if a.jwksFile != nil {
+		kf, err := a.jwksFile.current(a.logger)
+		if err == nil {
+			set.Keys, err = appendJWKS(set.Keys, kf, t, alg)
 		}
+		errs = append(errs, err)
+	}
+	if a.jwksURL != nil {
+		var err error
+		set.Keys, err = appendJWKS(set.Keys, a.jwksURL, t, alg)
+		errs = append(errs, err)
 	}
 	switch len(set.Keys) {
 	case 0:
-		return nil, fmt.Errorf("no key with kid %q", kid)
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("no %s key with kid %q: %w", alg, kid, err)
+		}
+		return nil, fmt.Errorf("no %s key with kid %q", alg, kid)
 	case 1:
 		return set.Keys[0], nil
 	}
 	return set, nil
 }
 
+func pick[K any](keys []keyed[K], kid string) []jwt.VerificationKey {
+	var out []jwt.VerificationKey
+	for _, k := range keys {
+		if kid == "" || k.kid == "" || k.kid == kid {
+			out = append(out, k.key)
+		}
+	}
+	return out
+}
+
 func (a *Authenticator) addKey(kid string, k any) error {
+	if _, err := keyAlg(k); err != nil {
+		return err
+	}
 	switch k := k.(type) {
 	case *rsa.PublicKey:
-		if k.N.BitLen() < 2048 {
-			return fmt.Errorf("RSA key of %d bits; use at least 2048", k.N.BitLen())
-		}
 		a.rsaKeys = append(a.rsaKeys, keyed[*rsa.PublicKey]{kid, k})
 	case *ecdsa.PublicKey:
-		if k.Curve != elliptic.P256() {
-			return fmt.Errorf("EC key on %s; ES256 needs P-256", k.Curve.Params().Name)
-		}
 		a.ecKeys = append(a.ecKeys, keyed[*ecdsa.PublicKey]{kid, k})
-	default:
-		return fmt.Errorf("unsupported key type %T; use RSA or EC P-256", k)
 	}
 	return nil
 }
@@ -391,96 +506,4 @@ func (a *Authenticator) loadPEM(path string) error {
 		return errors.New("no PEM public key found")
 	}
 	return nil
-}
-
-type jwk struct {
-	Kty string `json:"kty"`
-	Kid string `json:"kid"`
-	Use string `json:"use"`
-	Alg string `json:"alg"`
-	N   string `json:"n"`
-	E   string `json:"e"`
-	Crv string `json:"crv"`
-	X   string `json:"x"`
-	Y   string `json:"y"`
-}
-
-func (a *Authenticator) loadJWKS(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	var set struct {
-		Keys []jwk `json:"keys"`
-	}
-	if err := json.Unmarshal(b, &set); err != nil {
-		return fmt.Errorf("not a JWKS: %w", err)
-	}
-	n := 0
-	for i, k := range set.Keys {
-		if k.Use == "enc" {
-			continue
-		}
-		key, err := k.publicKey()
-		if err != nil {
-			return fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
-		}
-		if key == nil {
-			continue // a key type repstream does not use
-		}
-		if err := a.addKey(k.Kid, key); err != nil {
-			return fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
-		}
-		n++
-	}
-	if n == 0 {
-		return errors.New("no RSA or EC P-256 signing key in the set")
-	}
-	return nil
-}
-
-func (k jwk) publicKey() (any, error) {
-	dec := base64.RawURLEncoding.DecodeString
-	switch k.Kty {
-	case "RSA":
-		n, err := dec(k.N)
-		if err != nil {
-			return nil, fmt.Errorf("n: %w", err)
-		}
-		e, err := dec(k.E)
-		if err != nil || len(e) == 0 || len(e) > 4 {
-			return nil, errors.New("e: not a small base64url integer")
-		}
-		ev := 0
-		for _, c := range e {
-			ev = ev<<8 | int(c)
-		}
-		return &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: ev}, nil
-	case "EC":
-		if k.Crv != "P-256" {
-			return nil, nil
-		}
-		x, err := dec(k.X)
-		if err != nil {
-			return nil, fmt.Errorf("x: %w", err)
-		}
-		y, err := dec(k.Y)
-		if err != nil {
-			return nil, fmt.Errorf("y: %w", err)
-		}
-		raw := append([]byte{4}, append(leftPad(x, 32), leftPad(y, 32)...)...)
-		pk, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
-		if err != nil {
-			return nil, err
-		}
-		return pk, nil
-	}
-	return nil, nil
-}
-
-func leftPad(b []byte, n int) []byte {
-	if len(b) >= n {
-		return b
-	}
-	return append(make([]byte, n-len(b)), b...)
 }

@@ -6,11 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,11 +118,10 @@ func TestAuthAlgorithms(t *testing.T) {
 func TestAuthJWKS(t *testing.T) {
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
 	ecKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	b64 := base64.RawURLEncoding.EncodeToString
 	set := map[string]any{"keys": []map[string]any{
-		{"kty": "RSA", "kid": "r1", "use": "sig", "n": b64(rsaKey.N.Bytes()), "e": b64(big.NewInt(int64(rsaKey.E)).Bytes())},
-		{"kty": "EC", "kid": "e1", "crv": "P-256", "x": b64(ecKey.X.FillBytes(make([]byte, 32))), "y": b64(ecKey.Y.FillBytes(make([]byte, 32)))},
+		rsaJWK(rsaKey, "r1"), ecJWK(ecKey, "e1"),
 		{"kty": "oct", "kid": "ignored"},
+		{"kty": "EC", "kid": "p384", "crv": "P-384", "x": "AA", "y": "AA"},
 	}}
 	raw, _ := json.Marshal(set)
 	a, err := NewAuthenticator(AuthConfig{JWKSFile: writeFile(t, "jwks.json", raw), Issuer: "idp", Audience: "repstream"}, nil)

@@ -228,5 +228,10 @@ func (s *Server) getStatus(w http.ResponseWriter, r *http.Request) {
 	st["connections"] = s.hub.Connections()
 	st["subscriptions"] = s.hub.Subscriptions()
 	st["stream_lsn"] = s.hub.Head().String()
+	if s.bus != nil {
+		f := s.hub.FollowStatus()
+		st["bus"] = map[string]any{"connected": f.BusUp, "polling_store": f.Following && !f.BusUp,
+			"gaps_filled": f.Gaps, "store_errors": f.StoreErrs}
+	}
 	writeJSON(w, http.StatusOK, st)
 }

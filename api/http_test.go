@@ -89,7 +89,7 @@ func TestHTTP(t *testing.T) {
 		{"deltas bad lsn", "/v1/subjects/seller:1/deltas?since=banana", one, 400, "bad_cursor", nil},
 		{"deltas future", "/v1/subjects/seller:1/deltas?since=FF/0", one, 400, "bad_cursor", nil},
 		{"deltas too old", "/v1/subjects/seller:1/deltas?since=0/1", one, 410, "bad_cursor", nil},
-		{"status", "/v1/status", one, 200, "", func(t *testing.T, b map[string]any) {
+		{"status", "/v1/status", adminToken(t, "seller:1"), 200, "", func(t *testing.T, b map[string]any) {
 			if b["slot"] != "mem" || b["epoch"] != "epoch-1" || b["connections"] != 0.0 {
 				t.Errorf("%v", b)
 			}

@@ -17,6 +17,7 @@ import (
 func (s *Server) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Use(middleware.Recoverer)
+	r.Use(s.corsREST)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
 	})
@@ -36,7 +37,7 @@ func (s *Server) routes() http.Handler {
 		r.Use(middleware.Timeout(s.cfg.HTTPTimeout))
 		r.Use(s.countHTTP)
 		r.Use(s.authenticate)
-		r.Get("/v1/status", s.getStatus)
+		r.With(s.requireAdmin).Get("/v1/status", s.getStatus)
 		r.Get("/v1/subjects", s.listSubjects)
 		r.Get("/v1/subjects/{subject}", s.getSubject)
 		r.Get("/v1/subjects/{subject}/deltas", s.getDeltas)
@@ -83,6 +84,20 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), grantKey{}, g)))
+	})
+}
+
+// requireAdmin admits only grants carrying the admin claim: /v1/status
+// shows the slot, PIDs and WAL figures and queries the database per call.
+func (s *Server) requireAdmin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !grantFrom(r.Context()).Admin {
+			s.m.authFailures.WithLabelValues("not_admin").Inc()
+			writeError(w, http.StatusForbidden, wire.CodeForbidden,
+				"this endpoint needs a token with the claim "+strconv.Quote(s.auth.cfg.adminClaim())+": true (auth.admin_claim)")
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

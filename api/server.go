@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/go-chi/cors"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/repstream/repstream/api/wire"
@@ -34,6 +35,8 @@ type Options struct {
 	// Bus, when set, is followed by Run: this node's hub is fed from it
 	// instead of by the pipeline directly.
 	Bus hub.Bus
+	// Follow tunes how the hub follows Bus.
+	Follow hub.FollowConfig
 	// Status serves /v1/status; nil serves only the API's own figures.
 	Status StatusFunc
 	// Ready answers /readyz: nil when replication is connected and caught
@@ -57,6 +60,7 @@ type Server struct {
 	auth    *Authenticator
 	log     stream.Log
 	bus     hub.Bus
+	follow  hub.FollowConfig
 	hub     *hub.Hub
 	status  StatusFunc
 	ready   func(context.Context) error
@@ -65,6 +69,7 @@ type Server struct {
 	m       *metrics
 	version string
 	codecs  []wire.Codec
+	cors    *cors.Cors
 
 	mu       sync.Mutex
 	draining bool           // guarded by mu
@@ -107,7 +112,7 @@ func NewServer(o Options) (*Server, error) {
 		o.Version = "dev"
 	}
 	s := &Server{
-		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, status: o.Status, ready: o.Ready,
+		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, follow: o.Follow, status: o.Status, ready: o.Ready,
 		gather: o.Gatherer, logger: o.Logger, m: newMetrics(o.Registerer), version: o.Version, codecs: wire.Codecs(),
 	}
 	hcs := make([]hub.Codec, len(s.codecs))
@@ -115,6 +120,7 @@ func NewServer(o Options) (*Server, error) {
 		hcs[i] = c
 	}
 	s.hub = hub.New(hub.Options{Log: o.Log, Codecs: hcs, Config: o.Config.HubConfig(), Registerer: o.Registerer, Logger: o.Logger})
+	s.cors = s.corsPolicy()
 	s.handler = s.routes()
 	return s, nil
 }
@@ -135,7 +141,7 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			busErr = s.hub.Follow(ctx, s.bus)
+			busErr = s.hub.Follow(ctx, s.bus, s.follow)
 		}()
 	}
 	err := s.hub.Run(ctx)

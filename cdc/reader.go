@@ -85,6 +85,9 @@ type ReaderConfig struct {
 	// StatusInterval is how often a standby status update is sent even when
 	// nothing happens; it must stay well below wal_sender_timeout.
 	StatusInterval time.Duration
+	// Started, if set, is called once the slot is held (START_REPLICATION
+	// succeeded), before any event is delivered.
+	Started func()
 	// QueueBytes bounds the memory of the events delivered and not yet
 	// released (see Event.Footprint), so row size cannot make the queue
 	// to the consumer large (zero: 16 MiB). An event larger than the bound
@@ -207,6 +210,9 @@ func (r *Reader) Run(ctx context.Context, start pglogrepl.LSN, out chan<- Event)
 		r.mu.Unlock()
 	}()
 	r.cfg.Logger.Info("replication started", "slot", r.cfg.Slot, "publication", r.cfg.Publication, "lsn", start.String())
+	if r.cfg.Started != nil {
+		r.cfg.Started()
+	}
 	ticker := time.NewTicker(r.cfg.StatusInterval)
 	defer ticker.Stop()
 	// One deadline context serves every receive until the next status update

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -21,7 +22,7 @@ func ConnectReplication(ctx context.Context, databaseURL string) (*pgconn.PgConn
 		return nil, fmt.Errorf("cdc: database_url: %w", err)
 	}
 	cfg.RuntimeParams["replication"] = "database"
-	cfg.RuntimeParams["application_name"] = "repstream"
+	cfg.RuntimeParams["application_name"] = ReplicationAppName()
 	setOutputSettings(cfg)
 	conn, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -156,4 +157,34 @@ func SafeURL(databaseURL string) string {
 		u.User = url.UserPassword(u.User.Username(), "REDACTED")
 	}
 	return u.String()
+}
+
+// ProcessTag names this process, host and PID, in the application_name
+// of repstream's connections, so a standby (and a DBA) can tell whom a slot
+// belongs to, and a standby can end every connection of a holder that
+// stopped answering.
+func ProcessTag() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s pid %d", host, os.Getpid())
+}
+
+// ReplicationAppName is the application_name of repstream's replication
+// connections.
+func ReplicationAppName() string { return appName("repstream " + ProcessTag()) }
+
+// IsReplicationAppName reports whether an application_name is that of a
+// repstream replication connection (older versions used "repstream").
+func IsReplicationAppName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "repstream ")
+	return name == "repstream" || (ok && strings.Contains(rest, " pid "))
+}
+
+// WriterAppName is the application_name of the store writer's connection.
+func WriterAppName() string { return appName("repstream-writer " + ProcessTag()) }
+
+func appName(s string) string {
+	if len(s) > 63 { // NAMEDATALEN-1
+		s = s[:63]
+	}
+	return s
 }

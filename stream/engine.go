@@ -48,7 +48,12 @@ type EngineConfig struct {
 	// Heartbeat is how often a logical message is emitted so the slot
 	// advances and lag is measurable on an idle database (zero: 10s; <0 off).
 	Heartbeat time.Duration
-	Applier   ApplierConfig
+	// TakeoverAfter: a standby ends the connections of a slot holder whose
+	// replication connection has not answered for this long (a process
+	// stopped with SIGSTOP, a frozen VM), instead of waiting for Postgres's
+	// wal_sender_timeout. Zero leaves it to wal_sender_timeout.
+	TakeoverAfter time.Duration
+	Applier       ApplierConfig
 	// SchemaCheck is how often the source tables' catalog is compared with
 	// what the session derives them by (zero: 5s).
 	SchemaCheck time.Duration
@@ -75,6 +80,10 @@ type Engine struct {
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
 	problems problems
+	// announce: the next session that holds the slot publishes a Reset.
+	// Only the Run goroutine touches it.
+	announce bool
+	waiting  string // guarded by mu; the slot holder a standby waits for
 
 	metrics *engineMetrics
 }
@@ -177,6 +186,9 @@ type EngineStatus struct {
 	Hash      string
 	Slot      string
 	Pub       string
+	// WaitingFor names the process holding the slot while this node is a
+	// standby; empty when it holds the slot or is not waiting.
+	WaitingFor string
 }
 
 // Status reports positions and counters.
@@ -184,7 +196,8 @@ func (e *Engine) Status() EngineStatus {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	s := EngineStatus{Meta: e.meta, Stats: e.stats, HasMeta: e.meta.Epoch != "", Connected: e.ready.Load(),
-		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication}
+		Restarts: e.restarts.Load(), Sources: len(e.rules), Hash: e.hash, Slot: e.cfg.Slot, Pub: e.cfg.Publication,
+		WaitingFor: e.waiting}
 	if e.reader != nil {
 		s.Reader = e.reader.Status()
 	}
@@ -255,8 +268,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		wait := backoff(attempt)
 		switch {
 		case errors.Is(err, cdc.ErrSlotInUse):
-			e.log.Error("replication slot is held by another process; is another repstream running? retrying",
-				"slot", e.cfg.Slot, "err", err, "retry_in", wait)
+			// A standby: wait for the slot to be released, then take it
+			// at once. The slot is never dropped.
+			if e.awaitSlot(ctx) {
+				attempt = 0
+				continue
+			}
+			return nil
 		default:
 			e.log.Error("replication session ended; reconnecting", "err", err, "retry_in", wait)
 		}
@@ -266,6 +284,87 @@ func (e *Engine) Run(ctx context.Context) error {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// SlotPoll is how often a standby looks whether the slot was released.
+const SlotPoll = 200 * time.Millisecond
+
+// awaitSlot waits while another process holds the slot, saying whom it
+// waits for in the log and in Status. It returns false when ctx ended.
+func (e *Engine) awaitSlot(ctx context.Context) bool {
+	last := ""
+	for {
+		s, ok, err := cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+		switch {
+		case err != nil:
+			if ctx.Err() == nil {
+				e.log.Warn("standby: cannot look up the replication slot; retrying", "slot", e.cfg.Slot, "err", err)
+			}
+		case !ok || !s.Active:
+			if last != "" {
+				e.log.Info("standby: the slot was released; taking over", "slot", e.cfg.Slot, "was_held_by", last)
+			}
+			return true
+		default:
+			who := fmt.Sprintf("PID %d", s.ActivePID)
+			b, ok, err := cdc.LookupBackend(ctx, e.pool, s.ActivePID)
+			if err == nil && ok {
+				who = b.String()
+			}
+			if who != last {
+				e.setWaiting(who) // before the log line, which tests and operators wait for
+				e.log.Warn("standby: replication slot is held by another process; waiting to take over", "slot", e.cfg.Slot, "held_by", who)
+				last = who
+			}
+			if e.cfg.TakeoverAfter > 0 {
+				e.endSilentHolder(ctx, s.ActivePID, b.ApplicationName, who)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(SlotPoll):
+		}
+	}
+}
+
+// endSilentHolder ends every connection of the slot's holder (its
+// walsender, and its store writer, so a holder that wakes up cannot commit
+// what the standby applies again) when the holder has not answered
+// replication for TakeoverAfter. Its process, when it runs again, finds
+// its connections gone and becomes a standby.
+func (e *Engine) endSilentHolder(ctx context.Context, pid int32, app, who string) {
+	var silent *float64
+	err := e.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - reply_time)::float8 FROM pg_stat_replication WHERE pid = $1`, pid).Scan(&silent)
+	if err != nil || silent == nil || time.Duration(*silent*float64(time.Second)) < e.cfg.TakeoverAfter {
+		return
+	}
+	tag, ok := strings.CutPrefix(app, "repstream ")
+	if !ok {
+		tag = "" // not one of ours: end the walsender only
+	}
+	const end = `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE pid <> pg_backend_pid() AND (pid = $1 OR ($2 <> '' AND application_name LIKE 'repstream%' AND right(application_name, length($2) + 1) = ' ' || $2))`
+	var n int
+	err = e.pool.QueryRow(ctx, end, pid, tag).Scan(&n)
+	if sp := e.store.Pool(); err == nil && sp != e.pool && tag != "" {
+		// The store in another database: its writer connects there.
+		var m int
+		err = sp.QueryRow(ctx, end, int32(0), tag).Scan(&m)
+		n += m
+	}
+	if err != nil {
+		e.log.Error("standby: cannot end the silent slot holder's connections (the role needs to be the holder's, or pg_signal_backend); waiting for wal_sender_timeout", "held_by", who, "err", err)
+		return
+	}
+	e.log.Warn("standby: the slot holder stopped answering; ended its connections to take over", "held_by", who,
+		"silent", time.Duration(*silent*float64(time.Second)).Round(time.Millisecond), "connections", n)
+}
+
+func (e *Engine) setWaiting(who string) {
+	e.mu.Lock()
+	e.waiting = who
+	e.mu.Unlock()
 }
 
 // backoff is exponential with full jitter, capped at 30s.
@@ -367,9 +466,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		if hasMeta && old.SystemID == sys.ID {
 			e.dropOldSlot(ctx, old.Slot)
 		}
-		e.pub.Reset(meta)
+		e.announce = true
 	} else if first {
-		e.pub.Reset(meta)
+		e.announce = true
 	}
 	e.mu.Lock()
 	e.meta = meta
@@ -535,7 +634,15 @@ func newEpoch() string {
 // stream runs the reader and the applier until either fails.
 func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, meta Meta, keys map[string][]string, shapes []*shape) error {
 	reader := cdc.NewReader(rconn, cdc.ReaderConfig{Slot: e.cfg.Slot, Publication: e.cfg.Publication,
-		StatusInterval: e.cfg.StatusInterval, Logger: e.log})
+		StatusInterval: e.cfg.StatusInterval, Logger: e.log, Started: func() {
+			// Announced only once the slot is held: a standby waiting for
+			// it must not tell the serving nodes anything.
+			e.setWaiting("")
+			if e.announce {
+				e.announce = false
+				e.pub.Reset(meta)
+			}
+		}})
 	e.mu.Lock()
 	e.reader = reader
 	e.mu.Unlock()

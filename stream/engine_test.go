@@ -2,6 +2,7 @@ package stream_test
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -258,9 +259,10 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 	streamtest.WaitConverged(t, conn, 20*time.Second)
 
 	bctx, cancelB := context.WithCancel(ctx)
+	recB := &recorder{}
 	b, err := stream.NewEngine(bctx, stream.EngineConfig{DatabaseURL: url, Slot: name, Publication: name,
 		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10}, StatusInterval: 200 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))}, &recorder{})
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError + 1}))}, recB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,6 +285,20 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 	if b.Readiness(context.Background()) == nil {
 		t.Fatal("the second engine is ready while the first holds the slot")
 	}
+	// A standby says whom it waits for, and announces nothing: its Reset
+	// would tell serving nodes about a stream it does not hold.
+	for b.Status().WaitingFor == "" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := b.Status().WaitingFor; !strings.Contains(w, fmt.Sprintf("pid %d", os.Getpid())) {
+		t.Errorf("standby waits for %q, want the holder's application_name naming pid %d", w, os.Getpid())
+	}
+	recB.mu.Lock()
+	early := len(recB.resets)
+	recB.mu.Unlock()
+	if early != 0 {
+		t.Errorf("the standby published %d Resets before it held the slot", early)
+	}
 	stopA()
 	streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 1), (2, 3)`)
 	for b.Readiness(context.Background()) != nil {
@@ -293,6 +309,12 @@ func TestSecondEngineWaitsForTheSlot(t *testing.T) {
 	}
 	streamtest.WaitConverged(t, conn, 30*time.Second)
 	streamtest.CheckLog(t, conn)
+	recB.mu.Lock()
+	resets := len(recB.resets)
+	recB.mu.Unlock()
+	if resets != 1 || b.Status().WaitingFor != "" {
+		t.Errorf("after the takeover: %d Resets (want 1), waiting for %q", resets, b.Status().WaitingFor)
+	}
 }
 
 // With store.database_url, repstream's schema lives in another database:

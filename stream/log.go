@@ -19,10 +19,16 @@ var ErrPruned = errors.New("stream: the log was pruned past the cursor")
 type Selector struct {
 	Subjects []string
 	Prefix   string
+	// All selects every subject: a serving node reads whole transactions
+	// from the delta log to fill a gap in the bus.
+	All bool
 }
 
 // Match reports whether subject is selected.
 func (s Selector) Match(subject string) bool {
+	if s.All {
+		return true
+	}
 	if s.Prefix != "" && strings.HasPrefix(subject, s.Prefix) {
 		return true
 	}

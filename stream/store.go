@@ -81,6 +81,9 @@ func (s *Store) State(ctx context.Context, subject string) (State, error) {
 }
 
 func selWhere(sel Selector, args *[]any) string {
+	if sel.All {
+		return "true"
+	}
 	var conds []string
 	if len(sel.Subjects) > 0 {
 		*args = append(*args, sel.Subjects)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/repstream/repstream/cdc"
 	"strconv"
 	"time"
 
@@ -30,7 +31,7 @@ func newWriter(ctx context.Context, databaseURL string, async bool) (*writer, er
 	if err != nil {
 		return nil, fmt.Errorf("stream: database_url: %w", err)
 	}
-	cfg.RuntimeParams["application_name"] = "repstream-writer"
+	cfg.RuntimeParams["application_name"] = cdc.WriterAppName()
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("stream: connect store writer: %w", err)

@@ -66,11 +66,30 @@ export interface SnapshotInfo {
   reset: boolean;
 }
 
+/** Codes of the server's `error` message (api/PROTOCOL.md, "Server → client"). */
+export type ServerErrorCode =
+  | 'bad_request'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'bad_cursor'
+  | 'too_many_subscriptions'
+  | 'internal';
+
+/**
+ * Codes the client reports itself:
+ * 'unauthenticated' the server refused the token (close 4001: at hello, or at any time without getToken);
+ * 'token' getToken threw or returned no token;
+ * 'socket' the WebSocket could not be opened;
+ * 'protocol' the server closed with 4000 or 1009 (a client bug);
+ * 'policy' the server refused this page's origin (close 1008: see api.allowed_origins);
+ * 'too_many_connections' the server is at api.max_connections (close 4029).
+ */
+export type ClientErrorCode = 'unauthenticated' | 'token' | 'socket' | 'protocol' | 'policy' | 'too_many_connections';
+
 export interface RepstreamError {
-  /** a server error code (bad_request, unauthenticated, forbidden, bad_cursor, too_many_subscriptions, internal)
-   *  or one of the client's: 'unauthenticated' (4001 without getToken), 'token', 'socket', 'protocol',
-   *  'policy', 'too_many_connections' */
-  code: string;
+  /** a ServerErrorCode for an `error` message (then `id` is set), else a ClientErrorCode;
+   *  treat any other string (a later server's addition) as a failed request */
+  code: ServerErrorCode | ClientErrorCode | (string & {});
   message: string;
   /** request id the server error refers to */
   id?: number;

@@ -74,7 +74,9 @@ export const STATUS = Object.freeze({
  * @property {boolean} reset  true if the snapshot replaced a cursor that was too old
  *
  * @typedef {object} RepstreamError
- * @property {string} code        server error code, or 'unauthenticated', 'token', 'socket', 'protocol'
+ * @property {string} code        a server error code (bad_request, unauthenticated, forbidden, bad_cursor,
+ *                                too_many_subscriptions, internal) or one of the client's: 'unauthenticated',
+ *                                'token', 'socket', 'protocol', 'policy', 'too_many_connections' (repstream.d.ts)
  * @property {string} message
  * @property {number} [id]        request id the server error refers to
  * @property {number} [closeCode] WebSocket close code, when the error is a close
@@ -1034,6 +1036,7 @@ export class RepstreamClient {
    */
   _onClose(code, reason) {
     this._ws = null;
+    const refusedAtHello = !this._welcomed;
     const wasStable = this._welcomedAt !== null && this._now() - this._welcomedAt >= this._stableMs;
     this._welcomed = false;
     this._welcomedAt = null;
@@ -1050,7 +1053,15 @@ export class RepstreamClient {
           return;
         }
         this._forceToken = true;
-        this._log.info('repstream: token rejected or expired (4001); reconnecting with a fresh token');
+        if (refusedAtHello) {
+          // The token getToken gave was refused outright (malformed, wrong
+          // key, expired on arrival): the application must hear of it, not
+          // watch the client loop between connecting and offline.
+          this._log.warn(`repstream: the server refused the token from getToken (4001): ${reason}`);
+          this._emitError({ code: 'unauthenticated', message: reason || 'token refused', closeCode: code });
+        } else {
+          this._log.info('repstream: token rejected or expired (4001); reconnecting with a fresh token');
+        }
         break;
       case 4008:
         this._log.warn('repstream: slow consumer (4008); reconnecting to resume');

@@ -13,10 +13,6 @@ import (
 	"github.com/repstream/repstream/stream"
 )
 
-// serviceApp is the application_name serve's replication connection uses
-// (cdc.ConnectReplication); a slot held under it is probably the service itself.
-const serviceApp = "repstream"
-
 // meta is the row of repstream.meta: the epoch serve resumes.
 type meta struct {
 	epoch, slot, systemID, hash, checkpoint string
@@ -99,7 +95,7 @@ func (r *run) checkExistingSlot(ctx context.Context, s cdc.Slot) error {
 			return err
 		}
 		term := fmt.Sprintf("SELECT pg_terminate_backend(%d);", s.ActivePID)
-		if b.ApplicationName == serviceApp {
+		if cdc.IsReplicationAppName(b.ApplicationName) { // probably the service itself
 			r.add("slot.active", Warn, fmt.Sprintf("slot %s is in use by %s: a running repstream; another one waits until it is released", name, b),
 				"nothing, if that is your running repstream; to move replication elsewhere, stop that repstream (it releases the slot on the way out)")
 		} else {

@@ -5,15 +5,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/knadh/koanf/parsers/yaml"
 	"github.com/knadh/koanf/providers/confmap"
 	"github.com/knadh/koanf/providers/env/v2"
 	"github.com/knadh/koanf/providers/file"
 	"github.com/knadh/koanf/providers/posflag"
 	"github.com/knadh/koanf/v2"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/pflag"
 
 	"github.com/repstream/repstream/api"
@@ -38,7 +39,16 @@ type Config struct {
 	API               api.Config      `yaml:"api"`
 	Bus               BusConfig       `yaml:"bus"`
 	Alerts            AlertConfig     `yaml:"alerts"`
+	Metrics           MetricsConfig   `yaml:"metrics"`
 	Store             StoreConfig     `yaml:"store"`
+}
+
+// MetricsConfig says where /metrics is served.
+type MetricsConfig struct {
+	// Listen, when set, serves /metrics on this address alone (say
+	// 127.0.0.1:9090 for a local Prometheus), and not on listen, which
+	// clients reach. Empty serves it on listen, without authentication.
+	Listen string `yaml:"listen"`
 }
 
 // StoreConfig places repstream's own schema.
@@ -62,6 +72,45 @@ type BusConfig struct {
 	RedisURL string `yaml:"redis_url"`
 	// Role is "both" (default: replicate and serve), "replicate" or "serve".
 	Role string `yaml:"role"`
+	// RedisKey is the Redis stream's key; empty derives it from the
+	// database and the slot, so deployments sharing a Redis stay apart.
+	RedisKey string `yaml:"redis_key"`
+	// RedisMaxLen bounds the stream (approximately), and so Redis's memory.
+	RedisMaxLen int64 `yaml:"redis_max_len"`
+	// PollInterval is how often a node reads the store while Redis is down.
+	PollInterval time.Duration `yaml:"poll_interval"`
+	// CheckInterval is how often a node compares its epoch and head with
+	// the store's while Redis is up.
+	CheckInterval time.Duration `yaml:"check_interval"`
+	// DrainTimeout bounds how long a stopping replicator sends what it
+	// still has queued for Redis.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// TakeoverAfter is how long a standby lets the slot's holder go
+	// without answering replication before it ends the holder's
+	// connections and takes over (0: wait for wal_sender_timeout).
+	TakeoverAfter time.Duration `yaml:"takeover_after"`
+}
+
+// redisKey is bus.redis_key, or repstream:<host>:<port>/<database>:<slot>.
+func (c *Config) redisKey() string {
+	if c.Bus.RedisKey != "" {
+		return c.Bus.RedisKey
+	}
+	where := "?"
+	if pc, err := pgconn.ParseConfig(c.DatabaseURL); err == nil {
+		where = fmt.Sprintf("%s:%d/%s", pc.Host, pc.Port, pc.Database)
+	}
+	return "repstream:" + where + ":" + c.Slot
+}
+
+// redisOptions parses bus.redis_url: redis:// or rediss:// (TLS), with a
+// user and password if Redis asks for them.
+func (c *Config) redisOptions() (*redis.Options, error) {
+	o, err := redis.ParseURL(c.Bus.RedisURL)
+	if err != nil {
+		return nil, &stream.ConfigError{Key: "bus.redis_url", Msg: err.Error() + " (use redis://[user:password@]host:6379/0, or rediss:// for TLS)"}
+	}
+	return o, nil
 }
 
 // AlertConfig sets the thresholds past which the service warns.
@@ -83,6 +132,11 @@ var defaults = map[string]any{
 	"log.level":                 "info",
 	"alerts.retained_wal_bytes": int64(1 << 30),
 	"alerts.lag":                "30s",
+	"bus.redis_max_len":         int64(10000),
+	"bus.poll_interval":         "250ms",
+	"bus.check_interval":        "1s",
+	"bus.drain_timeout":         "3s",
+	"bus.takeover_after":        "10s",
 }
 
 // flagKeys maps command-line flags onto configuration keys.
@@ -95,6 +149,7 @@ var flagKeys = map[string]string{
 	"log-level":    "log.level",
 	"insecure":     "auth.insecure",
 	"redis-url":    "bus.redis_url",
+	"role":         "bus.role",
 }
 
 // loadConfig reads path (may be empty), the environment and the flags set on fs.
@@ -108,18 +163,9 @@ func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	if v := os.Getenv("DATABASE_URL"); v != "" {
-		k.Set("database_url", v) //nolint:errcheck
-	}
-	err := k.Load(env.Provider(".", env.Opt{
-		Prefix: "REPSTREAM_",
-		TransformFunc: func(key, v string) (string, any) {
-			key = strings.ToLower(strings.TrimPrefix(key, "REPSTREAM_"))
-			return strings.ReplaceAll(key, "__", "."), v
-		},
-	}), nil)
-	if err != nil {
-		return nil, fmt.Errorf("config: environment: %w", err)
+	var keyErrs []error
+	if err := loadEnv(k, &keyErrs); err != nil {
+		return nil, err
 	}
 	if fs != nil {
 		if err := k.Load(posflag.ProviderWithFlag(fs, ".", k, func(f *pflag.Flag) (string, any) {
@@ -135,13 +181,40 @@ func loadConfig(path string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, fmt.Errorf("config: flags: %w", err)
 		}
 	}
+	// A misspelt key would silently leave its setting at the default.
+	keyErrs = append(keyErrs, checkKeys(k.Keys(), k.Get("sources"))...)
 	var c Config
 	if err := k.UnmarshalWithConf("", &c, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+		return nil, errors.Join(append(keyErrs, fmt.Errorf("config: %w", err))...)
 	}
 	// An invalid configuration comes back with the error, so doctor can
 	// still check the database while reporting every bad key.
-	return &c, c.validate()
+	return &c, errors.Join(append(keyErrs, c.validate())...)
+}
+
+// loadEnv loads DATABASE_URL and the REPSTREAM_ variables into k. A
+// variable that names no key is added to unknown, naming the closest one.
+func loadEnv(k *koanf.Koanf, unknown *[]error) error {
+	if v := os.Getenv("DATABASE_URL"); v != "" {
+		k.Set("database_url", v) //nolint:errcheck
+	}
+	err := k.Load(env.Provider(".", env.Opt{
+		Prefix: "REPSTREAM_",
+		TransformFunc: func(name, v string) (string, any) {
+			key, val, ok, err := envKey(name, v)
+			if err != nil {
+				*unknown = append(*unknown, err)
+			}
+			if !ok {
+				return "", nil
+			}
+			return key, val
+		},
+	}), nil)
+	if err != nil {
+		return fmt.Errorf("config: environment: %w", err)
+	}
+	return nil
 }
 
 func (c *Config) validate() error {
@@ -174,6 +247,26 @@ func (c *Config) validate() error {
 		}
 	default:
 		errs = append(errs, &stream.ConfigError{Key: "bus.role", Msg: fmt.Sprintf("%q: use both, replicate or serve", c.Bus.Role)})
+	}
+	if c.Bus.RedisURL != "" {
+		if _, err := c.redisOptions(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.Bus.PollInterval <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.poll_interval", Msg: "must be a positive duration such as 250ms"})
+	}
+	if c.Bus.CheckInterval <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.check_interval", Msg: "must be a positive duration such as 1s"})
+	}
+	if c.Bus.DrainTimeout <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.drain_timeout", Msg: "must be a positive duration such as 3s"})
+	}
+	if c.Bus.TakeoverAfter < 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.takeover_after", Msg: "must not be negative (0 waits for wal_sender_timeout)"})
+	}
+	if c.Bus.RedisMaxLen <= 0 {
+		errs = append(errs, &stream.ConfigError{Key: "bus.redis_max_len", Msg: "must be a positive number of entries such as 10000"})
 	}
 	return errors.Join(errs...)
 }
@@ -213,6 +306,6 @@ func (c *Config) engineConfig(log *slog.Logger) stream.EngineConfig {
 	return stream.EngineConfig{
 		DatabaseURL: c.DatabaseURL, StoreURL: c.Store.DatabaseURL, Slot: c.Slot, Publication: c.Publication, CreatePublication: c.CreatePublication,
 		Sources: c.Sources, Prior: c.Reputation, Retention: c.Retention, Heartbeat: c.Heartbeat, Logger: log,
-		AsyncCommit: c.AsyncCommit,
+		AsyncCommit: c.AsyncCommit, TakeoverAfter: c.Bus.TakeoverAfter,
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/knadh/koanf/v2"
 	"github.com/spf13/cobra"
 
+	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/sql/demo"
 )
@@ -43,6 +45,7 @@ Ctrl-C stops everything and removes the data directory.`,
 		f.BoolVar(&o.story, "story", true, "demo writer: tell the story of a seller whose shipments run late")
 		f.DurationVar(&o.viralEvery, "viral-every", 30*time.Second, "demo writer: how often a product goes viral; 0 means never")
 		f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+		f.StringSliceVar(&o.allowOrigins, "allow-origin", nil, "a browser origin (scheme://host:port, or *) whose pages may use the API and load /repstream.js; repeat or comma-separate (key api.allowed_origins)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd.Context(), cmd.OutOrStdout(), o)
 		}
@@ -57,6 +60,8 @@ type devOptions struct {
 	story      bool
 	viralEvery time.Duration
 	logLevel   string
+	// allowOrigins, when set, replaces api.allowed_origins.
+	allowOrigins []string
 }
 
 // runDev starts Postgres, the marketplace, its writer and the service, and
@@ -68,6 +73,9 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	if err := (api.Config{AllowedOrigins: o.allowOrigins}).Validate(); err != nil {
+		return fmt.Errorf("--allow-origin: %w", err) // before Postgres starts
+	}
 
 	dir, err := os.MkdirTemp("", "repstream-dev-")
 	if err != nil {
@@ -116,7 +124,7 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg, err := devConfig(dbURL, o.listen, o.logLevel, secretFile)
+	cfg, err := devConfig(dbURL, o, secretFile)
 	if err != nil {
 		return err
 	}
@@ -153,12 +161,22 @@ func runDev(ctx context.Context, out io.Writer, o devOptions) (err error) {
 		fmt.Fprintf(out, `repstream dev: the demo marketplace is live
   dashboard:  %s/#token=%s
   curl:       curl -H 'Authorization: Bearer %s' '%s/v1/subjects?prefix=seller:&order=bayes&limit=10'
+  token:      TOKEN=%s
   postgres:   psql '%s'
-  secret:     %s (HS256; the token is for subjects ["*"] and expires in 24h)
+  secret:     %s (HS256; the token is for subjects ["*"] and /v1/status, and expires in 24h)
+  origins:    %s (api.allowed_origins; --allow-origin adds one)
 Ctrl-C stops everything and removes the data dir.
-`, base, token, token, base, dbURL, secretFile)
+`, base, token, token, base, token, dbURL, secretFile, originsText(cfg.API.AllowedOrigins))
 	})
 	return stopped(ctx, err)
+}
+
+// originsText says which browser origins may use the service.
+func originsText(origins []string) string {
+	if len(origins) == 0 {
+		return "none but this one"
+	}
+	return strings.Join(origins, ", ")
 }
 
 // stopped drops err when it only reports that ctx ended (Ctrl-C during startup).
@@ -169,26 +187,34 @@ func stopped(ctx context.Context, err error) error {
 	return err
 }
 
-// devConfig is the service's configuration for dev: the defaults, the demo's
-// sources and prior, and authentication with the secret in secretFile. The
-// environment is ignored on purpose: dev is the same everywhere.
-func devConfig(databaseURL, listen, level, secretFile string) (*Config, error) {
+// devConfig is the service's configuration for dev: the defaults and the
+// REPSTREAM_ environment (api.allowed_origins, say), then the demo's
+// database, sources and prior, the flags, and authentication with the
+// secret in secretFile, which the environment cannot change.
+func devConfig(databaseURL string, o devOptions, secretFile string) (*Config, error) {
 	k := koanf.New(".")
 	if err := k.Load(confmap.Provider(defaults, "."), nil); err != nil {
 		return nil, err
 	}
-	var cfg Config
-	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
+	var keyErrs []error
+	if err := loadEnv(k, &keyErrs); err != nil {
 		return nil, err
 	}
+	var cfg Config
+	if err := k.UnmarshalWithConf("", &cfg, koanf.UnmarshalConf{Tag: "yaml"}); err != nil {
+		return nil, errors.Join(append(keyErrs, fmt.Errorf("config: %w", err))...)
+	}
 	cfg.DatabaseURL = databaseURL
-	cfg.Listen = listen
-	cfg.Log.Level = level
+	cfg.Listen = o.listen
+	cfg.Log.Level = o.logLevel
 	cfg.Sources = demo.Sources()
 	cfg.Reputation = demo.Prior()
 	cfg.Retention = 24 * time.Hour
+	if len(o.allowOrigins) > 0 {
+		cfg.API.AllowedOrigins = o.allowOrigins
+	}
 	devAuth(&cfg, secretFile)
-	return &cfg, cfg.validate()
+	return &cfg, errors.Join(append(keyErrs, cfg.validate(), cfg.API.Validate())...)
 }
 
 // devAuth turns token authentication on with the HS256 secret in secretFile.
@@ -199,7 +225,8 @@ func devAuth(cfg *Config, secretFile string) {
 
 // devToken writes a new random HS256 secret to secretFile (64 hex digits,
 // no newline; those ASCII bytes are the key) and returns a token signed
-// with it: subject "dev", every subject readable, valid for 24 hours.
+// with it: subject "dev", every subject readable, /v1/status too, valid for
+// 24 hours.
 func devToken(secretFile string) (string, error) {
 	var b [32]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -209,5 +236,5 @@ func devToken(secretFile string) (string, error) {
 	if err := os.WriteFile(secretFile, secret, 0o600); err != nil {
 		return "", fmt.Errorf("dev: write the JWT secret: %w", err)
 	}
-	return mintToken(secret, "dev", []string{"*"}, 24*time.Hour)
+	return mintToken(secret, "dev", []string{"*"}, 24*time.Hour, true)
 }

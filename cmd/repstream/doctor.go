@@ -36,14 +36,16 @@ func init() {
 }
 
 // doctorInput maps the loaded configuration onto doctor's input; a
-// configuration that did not load becomes findings naming its keys.
+// configuration that did not load becomes findings naming its keys, and
+// one that loaded with bad keys (a misspelt one, say) is still checked
+// against the database.
 func doctorInput(cfg *Config, err error) doctor.Input {
-	if err != nil {
+	if cfg == nil {
 		return doctor.Input{ConfigErr: err}
 	}
 	return doctor.Input{
 		DatabaseURL: cfg.DatabaseURL, StoreURL: cfg.Store.DatabaseURL, Publication: cfg.Publication, Slot: cfg.Slot,
 		CreatePublication: cfg.CreatePublication, Sources: cfg.Sources, Prior: cfg.Reputation,
-		RetainedWarnBytes: cfg.Alerts.RetainedWALBytes,
+		RetainedWarnBytes: cfg.Alerts.RetainedWALBytes, ConfigErr: err,
 	}
 }

@@ -185,10 +185,11 @@ func (mfs metricFamilies) kind(name string) dto.MetricType {
 	return -1
 }
 
-// hs256Token signs a token granting subjects, valid for an hour.
+// hs256Token signs an admin token (for /v1/status) granting subjects,
+// valid for an hour.
 func hs256Token(t testing.TB, secret []byte, subjects ...string) string {
 	t.Helper()
-	tok, err := mintToken(secret, "metrics-test", subjects, time.Hour)
+	tok, err := mintToken(secret, "metrics-test", subjects, time.Hour, true)
 	if err != nil {
 		t.Fatal(err)
 	}

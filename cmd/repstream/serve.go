@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ func init() {
 		cmd.Flags().String("listen", "", "HTTP listen address (key listen)")
 		cmd.Flags().Bool("insecure", false, "development only: accept connections without a token (key auth.insecure)")
 		cmd.Flags().String("redis-url", "", "Redis URL of the cross-node bus (key bus.redis_url)")
+		cmd.Flags().String("role", "", "with a bus: both, replicate or serve (key bus.role)")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadFor(cmd, *path)
 			if err != nil {
@@ -72,22 +74,35 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 
 	var bus hub.Bus
 	if cfg.Bus.RedisURL != "" {
-		opt, err := redis.ParseURL(cfg.Bus.RedisURL)
+		opt, err := cfg.redisOptions()
 		if err != nil {
-			return &stream.ConfigError{Key: "bus.redis_url", Msg: err.Error()}
+			return err
+		}
+		// The bus retries by itself, and a node must learn at once that
+		// Redis is gone so it polls the store instead: no client retries
+		// (unless the URL asks for them), short dials.
+		if opt.MaxRetries == 0 {
+			opt.MaxRetries = -1
+		}
+		if opt.DialTimeout <= 0 || opt.DialTimeout > 2*time.Second {
+			opt.DialTimeout = 2 * time.Second
 		}
 		rdb := redis.NewClient(opt)
 		defer rdb.Close()
-		bus = &hub.RedisBus{Client: rdb, Logger: log}
+		bus = &hub.RedisBus{Client: rdb, Key: cfg.redisKey(), MaxLen: cfg.Bus.RedisMaxLen, Logger: log}
+		log.Info("cross-node bus", "redis", opt.Addr, "tls", opt.TLSConfig != nil, "key", cfg.redisKey(), "role", cmp.Or(cfg.Bus.Role, "both"))
 	}
 	auth, err := api.NewAuthenticator(cfg.Auth, log)
 	if err != nil {
 		return err
 	}
+	defer auth.Close()
+	readyFn := readiness(engine, bus != nil)
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
-		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine), nil },
-		Ready:      engine.Readiness,
+		Follow:     hub.FollowConfig{Poll: cfg.Bus.PollInterval, Check: cfg.Bus.CheckInterval},
+		Status:     func(ctx context.Context) (map[string]any, error) { return statusOf(ctx, engine, readyFn), nil },
+		Ready:      readyFn,
 		Registerer: reg, Gatherer: reg, Logger: log, Version: version,
 	})
 	if err != nil {
@@ -108,9 +123,27 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		return fmt.Errorf("listen on %s (key listen): %w", cfg.Listen, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", web.Handler())
+	webH := web.Handler()
+	mux.Handle("/", webH)
+	// Pages on the origins in api.allowed_origins import the client.
+	mux.Handle("/repstream.js", srv.CORS(webH))
+	mux.Handle("/repstream.d.ts", srv.CORS(webH))
 	apiH := srv.Handler()
-	for _, p := range []string{"/v1/", "/healthz", "/readyz", "/metrics"} {
+	paths := []string{"/v1/", "/healthz", "/readyz"}
+	var metricsSrv *http.Server
+	var metricsLn net.Listener
+	if cfg.Metrics.Listen == "" {
+		paths = append(paths, "/metrics")
+	} else {
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (key metrics.listen): %w", cfg.Metrics.Listen, err)
+		}
+		mm := http.NewServeMux()
+		mm.Handle("/metrics", apiH)
+		metricsSrv = &http.Server{Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	}
+	for _, p := range paths {
 		mux.Handle(p, apiH)
 	}
 	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -118,7 +151,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 6)
 	run := func(name string, f func(context.Context) error) {
 		wg.Add(1)
 		go func() {
@@ -131,10 +164,27 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	}
 	run("api", srv.Run)
 	if busPub != nil {
-		run("bus", busPub.Run)
+		// The bus publisher outlives the pipeline: the last group commits
+		// on the way out, and what is queued is sent within
+		// bus.drain_timeout after the pipeline stopped.
+		bctx, bstop := context.WithCancel(context.WithoutCancel(ctx))
+		defer bstop()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := busPub.Run(bctx); err != nil {
+				errc <- fmt.Errorf("bus: %w", err)
+			}
+		}()
+		run("replication", func(ctx context.Context) error {
+			defer time.AfterFunc(cfg.Bus.DrainTimeout, bstop)
+			defer busPub.Close()
+			return engine.Run(ctx)
+		})
+	} else if replicate {
+		run("replication", engine.Run)
 	}
 	if replicate {
-		run("replication", engine.Run)
 		run("watch", func(ctx context.Context) error { watch(ctx, engine, cfg, log); return nil })
 	}
 	wg.Add(1)
@@ -145,6 +195,17 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 		}
 		cancel()
 	}()
+	if metricsSrv != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := metricsSrv.Serve(metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics http: %w", err)
+			}
+			cancel()
+		}()
+		log.Info("repstream metrics listening", "addr", metricsLn.Addr().String())
+	}
 	log.Info("repstream listening", "addr", ln.Addr().String(), "version", version, "replicate", replicate)
 	if ready != nil {
 		ready(&service{engine: engine, addr: ln.Addr()})
@@ -154,6 +215,9 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	defer scancel()
 	srv.Shutdown(sctx)     //nolint:errcheck // closes every WebSocket with 1001
 	httpSrv.Shutdown(sctx) //nolint:errcheck
+	if metricsSrv != nil {
+		metricsSrv.Shutdown(sctx) //nolint:errcheck
+	}
 	wg.Wait()
 	close(errc)
 	var errs []error
@@ -166,11 +230,29 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	return errors.Join(errs...)
 }
 
+// readiness answers /readyz and /v1/status's ready. A node fed by the bus
+// serves from the store and the bus whether or not it replicates (a
+// standby, a serve node): it is ready while the store answers. A single
+// node is ready once replication is connected and caught up.
+func readiness(e *stream.Engine, bus bool) func(context.Context) error {
+	if !bus {
+		return e.Readiness
+	}
+	return func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		defer cancel()
+		if _, err := e.Store().Meta(ctx); err != nil {
+			return fmt.Errorf("the store does not answer: %w", err)
+		}
+		return nil
+	}
+}
+
 // statusOf is GET /v1/status: what a DBA or a dashboard needs to see.
-func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
+func statusOf(ctx context.Context, e *stream.Engine, readyFn func(context.Context) error) map[string]any {
 	st := e.Status()
 	rctx, cancel := context.WithTimeout(ctx, time.Second)
-	ready := e.Readiness(rctx)
+	ready := readyFn(rctx)
 	cancel()
 	out := map[string]any{
 		"epoch":                st.Meta.Epoch,
@@ -188,6 +270,9 @@ func statusOf(ctx context.Context, e *stream.Engine) map[string]any {
 		"transactions_applied": st.Stats.Txns,
 		"replication_restarts": st.Restarts,
 		"deltas":               st.Stats.Deltas,
+	}
+	if st.WaitingFor != "" {
+		out["standby"] = map[string]any{"waiting_for": st.WaitingFor}
 	}
 	if ready != nil {
 		out["not_ready_reason"] = ready.Error()

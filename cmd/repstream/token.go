@@ -8,6 +8,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/spf13/cobra"
+
+	"github.com/repstream/repstream/api"
 )
 
 func init() {
@@ -24,6 +26,7 @@ func init() {
 		subjects := cmd.Flags().StringSlice("subjects", []string{"*"}, "subjects or prefixes ending in * the bearer may read")
 		ttl := cmd.Flags().Duration("ttl", time.Hour, "how long the token is valid")
 		sub := cmd.Flags().String("sub", "repstream-token", "the token's subject claim (who it is for)")
+		admin := cmd.Flags().Bool("admin", false, "add the admin claim (repstream_admin: true) that GET /v1/status needs")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 			file := *secretFile
 			if file == "" && *path != "" {
@@ -44,7 +47,7 @@ func init() {
 			if len(secret) < 32 {
 				return fmt.Errorf("token: the secret in %s is shorter than 32 bytes; use a longer one", file)
 			}
-			tok, err := mintToken(secret, *sub, *subjects, *ttl)
+			tok, err := mintToken(secret, *sub, *subjects, *ttl, *admin)
 			if err != nil {
 				return err
 			}
@@ -56,10 +59,13 @@ func init() {
 }
 
 // mintToken signs an HS256 token for sub granting subjects, issued now and
-// valid for ttl: the claims the API's authentication reads.
-func mintToken(secret []byte, sub string, subjects []string, ttl time.Duration) (string, error) {
+// valid for ttl: the claims the API's authentication reads. An admin token
+// also carries api.DefaultAdminClaim, for /v1/status.
+func mintToken(secret []byte, sub string, subjects []string, ttl time.Duration, admin bool) (string, error) {
 	now := time.Now()
-	return jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
-		"sub": sub, "subjects": subjects, "iat": now.Unix(), "exp": now.Add(ttl).Unix(),
-	}).SignedString(secret)
+	c := jwt.MapClaims{"sub": sub, "subjects": subjects, "iat": now.Unix(), "exp": now.Add(ttl).Unix()}
+	if admin {
+		c[api.DefaultAdminClaim] = true
+	}
+	return jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(secret)
 }

@@ -37,6 +37,23 @@ func TestTokenCommand(t *testing.T) {
 		t.Fatalf("token valid for %v minutes, want 5", got)
 	}
 
+	if _, ok := claims["repstream_admin"]; ok {
+		t.Fatalf("a token without --admin carries the admin claim: %v", claims)
+	}
+	out, err = exec.Command(binary, "token", "--secret-file", secret, "--admin").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims = jwt.MapClaims{}
+	if _, err := jwt.ParseWithClaims(strings.TrimSpace(string(out)), claims, func(*jwt.Token) (any, error) {
+		return []byte(strings.Repeat("ab", 32)), nil
+	}, jwt.WithValidMethods([]string{"HS256"})); err != nil {
+		t.Fatal(err)
+	}
+	if claims["repstream_admin"] != true {
+		t.Fatalf("--admin: claims %v, want repstream_admin: true", claims)
+	}
+
 	short := filepath.Join(dir, "short")
 	os.WriteFile(short, []byte("tiny"), 0o600) //nolint:errcheck
 	if out, err := exec.Command(binary, "token", "--secret-file", short).CombinedOutput(); err == nil || !strings.Contains(string(out), "shorter than 32 bytes") {

@@ -351,7 +351,8 @@ func TestComposeConfigServesTheDemo(t *testing.T) {
 // `repstream dev` runs the whole demo and Ctrl-C leaves nothing behind.
 func TestDevRunsAndStopsCleanly(t *testing.T) {
 	noLeaks(t)
-	p := start(t, cleanEnv(), "dev", "--listen", "127.0.0.1:0", "--rate", "50", "--viral-every", "2s", "--log-level", "warn")
+	const pageOrigin = "http://localhost:5173"
+	p := start(t, cleanEnv(), "dev", "--listen", "127.0.0.1:0", "--rate", "50", "--viral-every", "2s", "--log-level", "warn", "--allow-origin", pageOrigin)
 	dataDir := p.expect(t, `^\s*data dir:\s+(\S+)$`, 2*time.Minute)[1]
 	t.Cleanup(func() { // should the test fail half-way
 		if _, err := os.Stat(dataDir); err == nil {
@@ -369,7 +370,10 @@ func TestDevRunsAndStopsCleanly(t *testing.T) {
 		t.Errorf("curl line:\n got %s\nwant %s", curl, want)
 	}
 	secretFile := p.expect(t, `^\s*secret:\s+(\S+)`, 5*time.Second)[1]
+	p.expect(t, `^\s*origins:`, 5*time.Second)
 	waitReady(t, p, base, 2*time.Minute)
+	checkReadmeExamples(t, base, token)
+	checkAllowOrigin(t, base, pageOrigin, p.output())
 
 	// The token is signed with the secret in the printed file.
 	secret, err := os.ReadFile(secretFile)

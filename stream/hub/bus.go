@@ -11,40 +11,63 @@ import (
 	"github.com/repstream/repstream/stream"
 )
 
-// Bus carries the committed stream from the node that runs replication to
-// the hub of every node. A backend delivers each subscriber the messages in
-// publish order; it may lose messages (a full buffer, a trimmed Redis
-// stream), and a subscriber detects the loss from Message.Prev.
+// Bus says "there is more" from the node that runs replication to every
+// serving node, and carries the committed transactions so a node that is
+// in step delivers them without reading the store. The store's delta log is
+// the truth: a backend may lose messages (a full buffer, a trimmed Redis
+// stream, a Redis restart, a publisher killed with its queue), and a
+// follower detects the loss from Message.Prev and reads the gap from the
+// log.
 type Bus interface {
 	// Publish sends m to every subscriber.
 	Publish(ctx context.Context, m Message) error
-	// Subscribe calls fn with each message published after it starts, in
-	// order, from one goroutine, until ctx is done or the bus fails for
-	// good. It returns nil when ctx is done.
-	Subscribe(ctx context.Context, fn func(Message)) error
+	// Subscribe hands s the messages published after it starts, in order,
+	// and the subscription's ups and downs, from one goroutine, until ctx
+	// is done (it then returns nil) or the bus fails for good.
+	Subscribe(ctx context.Context, s Subscriber) error
+}
+
+// Subscriber receives what a bus subscription sees, from one goroutine.
+type Subscriber interface {
+	// Message is one published message.
+	Message(m Message)
+	// Up says the subscription is connected (at start, and again after
+	// Down): messages published meanwhile may be missing.
+	Up()
+	// Down says the bus is unreachable; the subscription keeps retrying.
+	Down(err error)
 }
 
 // Message is one Publish or Reset of the publishing node.
 type Message struct {
-	// Prev is the head the publisher had before this message; a
-	// subscriber whose position is below Position(Prev) missed a message.
-	Prev  stream.LSN
-	Head  stream.LSN
-	Txns  []stream.Txn
-	Reset *stream.Meta // set for a Reset; Prev is then meaningless
+	// Epoch is the publisher's epoch; a follower on another epoch reads
+	// the store's meta before it trusts the message.
+	Epoch string
+	// Prev is the head the publisher had before this message: the message
+	// continues from Position(Prev). A follower below it missed a message.
+	Prev stream.LSN
+	Head stream.LSN
+	Txns []stream.Txn
+	// Reset is set when the publisher (re)started an epoch and holds the
+	// slot; followers then compare their epoch and head with the store.
+	Reset *stream.Meta
 }
 
 // BusPublisher is the stream.Publisher of the node that runs replication
 // when nodes share a bus: it queues each Publish and Reset for the bus
-// without blocking the pipeline. Run sends them. When the queue is full a
-// message is dropped; the next message's Prev tells subscribers to resync.
+// without blocking the pipeline, and Run sends them. It may drop messages
+// (a full queue, a bus that is down): every message carries the position it
+// continues from, so followers fill what they missed from the store.
 type BusPublisher struct {
 	bus    Bus
 	logger *slog.Logger
 	q      chan Message
 
-	mu   sync.Mutex
-	head stream.LSN // guarded by mu; head of the last Publish
+	mu      sync.Mutex
+	head    stream.LSN // guarded by mu; head of the last message
+	epoch   string     // guarded by mu
+	closed  bool       // guarded by mu; q is closed
+	dropped int        // guarded by mu; messages dropped since the last warning
 }
 
 var _ stream.Publisher = (*BusPublisher)(nil)
@@ -64,90 +87,126 @@ func NewBusPublisher(bus Bus, queue int, logger *slog.Logger) *BusPublisher {
 // Publish implements stream.Publisher.
 func (p *BusPublisher) Publish(head stream.LSN, txns []stream.Txn) {
 	p.mu.Lock()
-	m := Message{Prev: p.head, Head: head, Txns: txns}
+	defer p.mu.Unlock()
+	m := Message{Epoch: p.epoch, Prev: p.head, Head: head, Txns: txns}
 	p.head = max(p.head, head)
-	p.mu.Unlock()
-	p.send(m)
+	p.sendLocked(m)
 }
 
-// Reset implements stream.Publisher.
+// Reset implements stream.Publisher. The pipeline calls it once it holds
+// the slot, so a standby never announces itself.
 func (p *BusPublisher) Reset(meta stream.Meta) {
 	p.mu.Lock()
-	p.head = meta.Checkpoint
-	p.mu.Unlock()
-	p.send(Message{Head: meta.Checkpoint, Reset: &meta})
+	defer p.mu.Unlock()
+	p.head, p.epoch = meta.Checkpoint, meta.Epoch
+	p.sendLocked(Message{Epoch: meta.Epoch, Prev: meta.Checkpoint, Head: meta.Checkpoint, Reset: &meta})
 }
 
-func (p *BusPublisher) send(m Message) {
+func (p *BusPublisher) sendLocked(m Message) {
+	if p.closed {
+		p.logger.Warn("hub: bus publisher closed; a message is left to the followers' store reads", "head", m.Head)
+		return
+	}
 	select {
 	case p.q <- m:
 	default:
-		p.logger.Warn("hub: bus queue full; dropped a message (subscribers will resync)", "head", m.Head)
-	}
-}
-
-// Run sends queued messages until ctx is done, retrying each for a while
-// before dropping it.
-func (p *BusPublisher) Run(ctx context.Context) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-p.q:
-			for attempt := 0; ; attempt++ {
-				err := p.bus.Publish(ctx, m)
-				if err == nil || ctx.Err() != nil {
-					break
-				}
-				if attempt >= 5 {
-					p.logger.Error("hub: bus publish failed; dropped a message (subscribers will resync)", "err", err)
-					break
-				}
-				select {
-				case <-ctx.Done():
-				case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
-				}
-			}
+		if p.dropped++; p.dropped == 1 {
+			p.logger.Warn("hub: bus queue full; dropping messages (followers read the gap from the store)", "head", m.Head)
 		}
 	}
 }
 
-// Follow feeds the hub from the bus until ctx is done. A gap in the stream
-// (a lost message) closes every connection with 1001: their clients resume
-// from their cursors, which the store replays exactly.
-func (h *Hub) Follow(ctx context.Context, bus Bus) error {
-	return bus.Subscribe(ctx, h.apply)
+// Close stops taking messages; Run sends what is queued and returns. The
+// pipeline must have stopped publishing (its last group committed).
+func (p *BusPublisher) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
+		p.closed = true
+		close(p.q)
+	}
 }
 
-func (h *Hub) apply(m Message) {
-	if m.Reset != nil {
-		h.Reset(*m.Reset)
-		return
+// Run sends queued messages until Close was called and the queue is empty
+// (it then returns nil), or ctx is done: bound the drain on the way out
+// with ctx. While the bus fails it retries the newest message only, as it
+// continues from the position the followers must reach anyway.
+func (p *BusPublisher) Run(ctx context.Context) error {
+	for {
+		var m Message
+		select {
+		case <-ctx.Done():
+			p.abandon()
+			return nil
+		case x, ok := <-p.q:
+			if !ok {
+				return nil
+			}
+			m = x
+		}
+		for attempt := 0; ; attempt++ {
+			err := p.bus.Publish(ctx, m)
+			if err == nil {
+				if attempt > 0 {
+					p.logger.Info("hub: bus publish works again", "head", m.Head)
+				}
+				break
+			}
+			if ctx.Err() != nil {
+				p.abandon()
+				return nil
+			}
+			if attempt == 0 {
+				p.logger.Warn("hub: bus publish failed; retrying the newest message (followers poll the store meanwhile)", "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(min(time.Duration(50<<min(attempt, 5))*time.Millisecond, time.Second)):
+			}
+			m = p.newest(m)
+		}
+		p.mu.Lock()
+		if p.dropped > 1 {
+			p.logger.Warn("hub: bus queue drained; messages were dropped (followers read them from the store)", "dropped", p.dropped)
+		}
+		p.dropped = 0
+		p.mu.Unlock()
 	}
-	if _, _, err := h.Ready(context.Background()); err != nil {
-		h.logger.Error("hub: bus message before the store is readable", "err", err)
-	}
-	if prev := Position(m.Prev); prev > h.Head() {
-		h.resync(prev)
-	}
-	h.Publish(m.Head, m.Txns)
 }
 
-// resync forgets the ring and jumps to lsn after a lost bus message.
-func (h *Hub) resync(lsn stream.LSN) {
-	h.pubMu.Lock()
-	defer h.pubMu.Unlock()
-	h.m.busGaps.Inc()
-	h.logger.Warn("hub: gap in the bus stream; closing connections so clients resume from the store", "head", h.Head(), "prev", lsn)
-	h.ring.mu.Lock()
-	h.ring.resetLocked(lsn)
-	h.head.Store(uint64(lsn))
-	h.ring.mu.Unlock()
-	h.CloseAll(CloseGoingAway, "resync")
+// newest returns the last queued message, or m when none is queued.
+func (p *BusPublisher) newest(m Message) Message {
+	for {
+		select {
+		case x, ok := <-p.q:
+			if !ok {
+				return m
+			}
+			m = x
+		default:
+			return m
+		}
+	}
+}
+
+func (p *BusPublisher) abandon() {
+	n := 0
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		for range p.q {
+			n++
+		}
+	}
+	if n > 0 {
+		p.logger.Warn("hub: bus publisher stopped with messages queued; followers read them from the store", "queued", n)
+	}
 }
 
 // Bus wire form: full precision, independent of the client protocol.
 type busMessage struct {
+	Epoch string       `json:"epoch,omitempty"`
 	Prev  uint64       `json:"prev"`
 	Head  uint64       `json:"head"`
 	Txns  []busTxn     `json:"txns,omitempty"`
@@ -175,7 +234,7 @@ type busDelta struct {
 
 // EncodeMessage returns m's bus wire form.
 func EncodeMessage(m Message) ([]byte, error) {
-	w := busMessage{Prev: uint64(m.Prev), Head: uint64(m.Head), Reset: m.Reset}
+	w := busMessage{Epoch: m.Epoch, Prev: uint64(m.Prev), Head: uint64(m.Head), Reset: m.Reset}
 	for _, t := range m.Txns {
 		bt := busTxn{LSN: uint64(t.LSN), CommitAt: t.CommitAt, Deltas: make([]busDelta, len(t.Deltas))}
 		for i, d := range t.Deltas {
@@ -194,7 +253,7 @@ func DecodeMessage(b []byte) (Message, error) {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return Message{}, fmt.Errorf("hub: bus message: %w", err)
 	}
-	m := Message{Prev: stream.LSN(w.Prev), Head: stream.LSN(w.Head), Reset: w.Reset}
+	m := Message{Epoch: w.Epoch, Prev: stream.LSN(w.Prev), Head: stream.LSN(w.Head), Reset: w.Reset}
 	for _, bt := range w.Txns {
 		t := stream.Txn{LSN: stream.LSN(bt.LSN), CommitAt: bt.CommitAt, Deltas: make([]stream.Delta, len(bt.Deltas))}
 		for i, d := range bt.Deltas {

@@ -49,39 +49,58 @@ func (b *RedisBus) Publish(ctx context.Context, m Message) error {
 	return nil
 }
 
-// Subscribe implements Bus. Errors talking to Redis are logged and retried
-// until ctx is done.
-func (b *RedisBus) Subscribe(ctx context.Context, fn func(Message)) error {
+// Subscribe implements Bus. Errors talking to Redis are reported to s as
+// Down and retried (at most a second apart) until ctx is done; the next
+// success is reported as Up.
+func (b *RedisBus) Subscribe(ctx context.Context, s Subscriber) error {
 	log := b.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	last := ""
 	fail := 0
+	up := false
+	failed := func(err error) {
+		if ctx.Err() != nil {
+			return
+		}
+		if up || fail == 0 {
+			s.Down(err)
+		}
+		up = false
+		fail = b.backoff(ctx, log, fail, err)
+	}
 	for ctx.Err() == nil {
 		if last == "" {
 			xs, err := b.Client.XRevRangeN(ctx, b.key(), "+", "-", 1).Result()
 			if err != nil {
-				fail = b.backoff(ctx, log, fail, err)
+				failed(err)
 				continue
 			}
 			last = "0-0"
 			if len(xs) > 0 {
 				last = xs[0].ID
 			}
+		} else if !up {
+			if err := b.Client.Ping(ctx).Err(); err != nil {
+				failed(err)
+				continue
+			}
+		}
+		if !up {
+			up, fail = true, 0
+			s.Up()
 		}
 		res, err := b.Client.XRead(ctx, &redis.XReadArgs{Streams: []string{b.key(), last}, Count: 256, Block: time.Second}).Result()
 		if errors.Is(err, redis.Nil) {
-			fail = 0
 			continue
 		}
 		if err != nil {
-			fail = b.backoff(ctx, log, fail, err)
+			failed(err)
 			continue
 		}
-		fail = 0
-		for _, s := range res {
-			for _, x := range s.Messages {
+		for _, st := range res {
+			for _, x := range st.Messages {
 				last = x.ID
 				raw, _ := x.Values["m"].(string)
 				m, err := DecodeMessage([]byte(raw))
@@ -89,7 +108,7 @@ func (b *RedisBus) Subscribe(ctx context.Context, fn func(Message)) error {
 					log.Error("hub: redis bus: undecodable entry skipped", "id", x.ID, "err", err)
 					continue
 				}
-				fn(m)
+				s.Message(m)
 			}
 		}
 	}
@@ -97,13 +116,10 @@ func (b *RedisBus) Subscribe(ctx context.Context, fn func(Message)) error {
 }
 
 func (b *RedisBus) backoff(ctx context.Context, log *slog.Logger, fail int, err error) int {
-	if ctx.Err() != nil {
-		return fail
-	}
 	if fail == 0 {
-		log.Warn("hub: redis bus: read failed; retrying", "err", err)
+		log.Warn("hub: redis bus: read failed; retrying", "key", b.key(), "err", err)
 	}
-	d := min(time.Duration(100<<min(fail, 5))*time.Millisecond, 3*time.Second)
+	d := min(time.Duration(50<<min(fail, 5))*time.Millisecond, time.Second)
 	select {
 	case <-ctx.Done():
 	case <-time.After(d):

@@ -287,7 +287,12 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		if err != nil {
 			return Result{}, err
 		}
-		if m.Epoch != epoch || since > Position(m.Checkpoint) {
+		if m.Epoch != epoch {
+			h.nudge()
+			c.Close(CloseGoingAway, "epoch changed")
+			return Result{}, ErrClosed
+		}
+		if since > Position(m.Checkpoint) {
 			return Result{}, errf(CodeBadCursor, "cursor "+since.String()+" is ahead of the server ("+max(h0, Position(m.Checkpoint)).String()+")", nil)
 		}
 	}
@@ -315,7 +320,12 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 		return Result{}, err
 	}
 	if m.Epoch != epoch {
-		return Result{}, ErrClosed // Reset is closing every connection
+		// The store started an epoch this hub has not heard of: close the
+		// connection (its client reconnects and sees the new epoch in
+		// welcome) and have Follow read the store now.
+		h.nudge()
+		c.Close(CloseGoingAway, "epoch changed")
+		return Result{}, ErrClosed
 	}
 	if since < m.LogFrom {
 		return h.snapshot(ctx, s, r, h0, true)

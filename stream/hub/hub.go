@@ -65,6 +65,9 @@ type Hub struct {
 	connMu sync.RWMutex
 	conns  map[*Conn]struct{} // guarded by connMu
 	nsubs  atomic.Int64
+
+	follow followState
+	kick   chan struct{} // asks Follow to read the store's meta now
 }
 
 var _ stream.Publisher = (*Hub)(nil)
@@ -88,6 +91,7 @@ func New(o Options) *Hub {
 		scratch: make(map[*Conn][]*item),
 		owed:    make(map[*sub][]*item),
 		conns:   make(map[*Conn]struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	h.m = newMetrics(o.Registerer)
 	h.shards = make([]shard, h.cfg.Shards)
@@ -203,6 +207,10 @@ func (h *Hub) resetLocked(m stream.Meta) {
 func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 	h.pubMu.Lock()
 	defer h.pubMu.Unlock()
+	h.publishLocked(head, txns)
+}
+
+func (h *Hub) publishLocked(head stream.LSN, txns []stream.Txn) {
 	if h.Head() != h.boardsHead {
 		// The head moved without a Publish (a bus gap, a restart past
 		// transactions never published): the boards missed them.

@@ -139,6 +139,17 @@ func (l *MemLog) Advance(lsn stream.LSN) {
 	}
 }
 
+// Replace starts epoch at head at with an empty history, as a new
+// snapshot load does.
+func (l *MemLog) Replace(epoch string, at stream.LSN) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.meta = stream.Meta{Epoch: epoch, Slot: l.meta.Slot, Checkpoint: at, LogFrom: Position(at), LoadedAt: time.Now()}
+	l.deltas = nil
+	clear(l.states)
+	clear(l.rows)
+}
+
 // Prune drops the deltas at or below upto, as retention does.
 func (l *MemLog) Prune(upto stream.LSN) {
 	l.mu.Lock()

@@ -44,7 +44,7 @@ type Options struct {
 	// Runs is how many times each measurement repeats (zero: 3, quick 2).
 	Runs int
 	// Only, if not empty, names the measurements to run (drain, ingest,
-	// latency, fanout, resume, codec, bigtxn).
+	// latency, fanout, resume, codec, bigtxn, nodes).
 	Only []string
 	// Out is the results file; empty writes none.
 	Out string
@@ -189,6 +189,7 @@ api: { max_connections: 30000, heartbeat: 30s, max_subjects: 100000 }
 		{"fanout", e.fanout},
 		{"resume", e.resume},
 		{"bigtxn", e.bigTxn},
+		{"nodes", e.nodes},
 	}
 	var failed []string
 	for _, s := range steps {
