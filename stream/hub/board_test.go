@@ -243,3 +243,67 @@ func TestBoardLoadedDespiteRevoke(t *testing.T) {
 	r.h.Disconnect(c1)
 	r.h.Disconnect(c2)
 }
+
+// Serving nodes fed by a bus that loses messages keep boards equal to the
+// store's ranking, and to each other: a board is computed from what the
+// hub publishes, gaps filled from the store included.
+func TestBoardOnFollowers(t *testing.T) {
+	bus := &lossyBus{Bus: &hub.MemoryBus{}}
+	ns := newNodes(t, bus, 2, hub.FollowConfig{Poll: time.Hour, Check: time.Hour})
+	for range 20 {
+		ns.r.write(hub.RandomOps(20)...)
+	}
+	ns.check()
+	var cs []*hub.Conn
+	for _, h := range ns.hubs {
+		c := h.Connect(0)
+		if _, err := c.Subscribe(ns.ctx, boardReq(1, 5, stream.OrderBayes, 0)); err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	defer func() {
+		for i, c := range cs {
+			ns.hubs[i].Disconnect(c)
+		}
+	}()
+	lastBoard := func(i int) wire.ServerMessage {
+		ns.hubs[i].Boards() // waits for a fan-out in progress
+		var last wire.ServerMessage
+		for {
+			fs := pop(cs[i])
+			if len(fs) == 0 {
+				return last
+			}
+			for _, f := range fs {
+				m, err := wire.JSON{}.DecodeServer(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if m.Type == wire.TypeBoard {
+					last = m
+				}
+			}
+		}
+	}
+	boards := make([]wire.ServerMessage, len(cs))
+	for round := range 3 {
+		bus.lose.Store(int64(3 * round))
+		for range 30 {
+			ns.r.write(hub.RandomOps(20)...)
+		}
+		ns.check()
+		want, _, _ := ns.log.States(ns.ctx, sellers, stream.OrderBayes, 5)
+		for i := range cs {
+			if m := lastBoard(i); m.Type == wire.TypeBoard {
+				boards[i] = m
+			}
+			if !sameTop(boards[i].States, want) {
+				t.Fatalf("round %d node %d: board %+v; want %+v", round, i, boards[i].States, want)
+			}
+		}
+	}
+	if g := ns.hubs[0].FollowStatus().Gaps; g == 0 {
+		t.Error("no gap was made")
+	}
+}
