@@ -4,7 +4,7 @@ BIN     ?= bin/repstream
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build run test vet fuzz jstest e2e bench proto clean
+.PHONY: all build run test test-versions pgversions vet fuzz jstest e2e bench proto clean
 
 all: build
 
@@ -24,6 +24,27 @@ test: vet
 	$(GO) test -race -timeout 20m ./...
 	$(MAKE) fuzz
 	$(MAKE) jstest
+	$(MAKE) test-versions
+
+# The version matrix: the core's crash, convergence and schema tests, the
+# doctor's and the catch-up tests again on each PostgreSQL of PG_VERSIONS, run
+# from the npm builds pinned in cdc/localpg/pgversions (the full suite above
+# runs on the installed server). Without -race: the full suite has it.
+PG_VERSIONS   ?= 14 16 17 18
+VERSIONS_PKGS := ./cdc/localpg ./sql/migrations ./stream ./cdc/doctor ./api/e2e
+VERSIONS_CMD  := TestKill9Converges|TestSlotDroppedUnderRunningService|TestSlotLostToMaxSlotWALKeepSize|TestServeWaitsForDatabase|TestFailover.*
+test-versions: pgversions
+	@for v in $(PG_VERSIONS); do \
+		start=$$(date +%s); echo "== PostgreSQL $$v"; \
+		REPSTREAM_TEST_PG=$$v $(GO) test -count=1 -timeout 20m $(VERSIONS_PKGS) || exit 1; \
+		REPSTREAM_TEST_PG=$$v $(GO) test -count=1 -timeout 20m -run '^($(VERSIONS_CMD))$$' ./cmd/repstream || exit 1; \
+		echo "== PostgreSQL $$v passed in $$(( $$(date +%s) - start ))s"; \
+	done
+
+# The PostgreSQL builds of the version matrix, exactly as package-lock.json pins them.
+pgversions: cdc/localpg/pgversions/node_modules/.package-lock.json
+cdc/localpg/pgversions/node_modules/.package-lock.json: cdc/localpg/pgversions/package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund --prefix cdc/localpg/pgversions
 
 # The browser client's tests (web/test, node --test) and its type check:
 # repstream.js's JSDoc under tsc --checkJs, and against repstream.d.ts.

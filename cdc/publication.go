@@ -135,11 +135,17 @@ func (e *PublicationError) Error() string {
 // A table with REPLICA IDENTITY FULL is published without a column list
 // (AllColumns), and a partitioned table through its root.
 func PublicationDDL(name string, tables []Table, keys map[string][]string) string {
+	return PublicationDDLFor(name, tables, keys, true)
+}
+
+// PublicationDDLFor is PublicationDDL for a server with or without column
+// lists (PostgreSQL 14 has none: every column is published).
+func PublicationDDLFor(name string, tables []Table, keys map[string][]string, columnLists bool) string {
 	parts := make([]string, 0, len(tables))
 	root := false
 	for _, t := range tables {
 		root = root || t.Partitioned
-		if t.AllColumns {
+		if !columnLists || t.AllColumns {
 			parts = append(parts, t.Qualified())
 			continue
 		}
@@ -186,12 +192,19 @@ type Publication struct {
 	// published as changes to the partitioned table that is in the publication.
 	ViaRoot bool
 	Tables  map[string]PublicationTable // by schema.name
+	// ColumnLists is whether the server has column lists and row filters (15+).
+	ColumnLists bool
 }
 
 // LookupPublication reads a publication and the tables (and columns) it covers.
 func LookupPublication(ctx context.Context, q Querier, name string) (Publication, error) {
 	var p Publication
-	err := q.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1`, name).
+	ver, err := ServerVersion(ctx, q)
+	if err != nil {
+		return p, err
+	}
+	p.ColumnLists = ver >= V15
+	err = q.QueryRow(ctx, `SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, pubviaroot FROM pg_publication WHERE pubname = $1`, name).
 		Scan(&p.AllTables, &p.Insert, &p.Update, &p.Delete, &p.Truncate, &p.ViaRoot)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return p, nil
@@ -201,11 +214,20 @@ func LookupPublication(ctx context.Context, q Querier, name string) (Publication
 	}
 	p.Exists = true
 	p.Tables = map[string]PublicationTable{}
-	rows, err := q.Query(ctx, `
+	query := `
 SELECT pt.schemaname::text, pt.tablename::text, pt.attnames::text[], coalesce(pt.rowfilter, ''),
        (SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE n.nspname = pt.schemaname AND c.relname = pt.tablename AND a.attnum > 0 AND NOT a.attisdropped) = cardinality(pt.attnames)
-FROM pg_publication_tables pt WHERE pt.pubname = $1`, name)
+FROM pg_publication_tables pt WHERE pt.pubname = $1`
+	if !p.ColumnLists { // 14: no attnames nor rowfilter; every column is published
+		query = `
+SELECT pt.schemaname::text, pt.tablename::text,
+       array(SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = pt.schemaname AND c.relname = pt.tablename AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum),
+       '', true
+FROM pg_publication_tables pt WHERE pt.pubname = $1`
+	}
+	rows, err := q.Query(ctx, query, name)
 	if err != nil {
 		return p, fmt.Errorf("cdc: look up tables of publication %s: %w", name, err)
 	}
@@ -229,7 +251,7 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 	e := &PublicationError{Publication: name}
 	if !p.Exists {
 		e.Problems = append(e.Problems, "it does not exist")
-		e.Fix = append(e.Fix, PublicationDDL(name, tables, keys))
+		e.Fix = append(e.Fix, PublicationDDLFor(name, tables, keys, p.ColumnLists))
 		return e
 	}
 	var ops []string
@@ -254,7 +276,11 @@ func CheckPublication(name string, p Publication, tables []Table, keys map[strin
 		pt, ok := p.Tables[t.String()]
 		if !ok {
 			e.Problems = append(e.Problems, fmt.Sprintf("table %s is not in it", t))
-			e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s);", quoteIdent(name), t.Qualified(), columnList(t.Columns, keys[t.String()])))
+			if p.ColumnLists {
+				e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s);", quoteIdent(name), t.Qualified(), columnList(t.Columns, keys[t.String()])))
+			} else {
+				e.Fix = append(e.Fix, fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s;", quoteIdent(name), t.Qualified()))
+			}
 			continue
 		}
 		have := map[string]bool{}
@@ -310,12 +336,16 @@ func CoversIdentity(p Publication, t Table, key []string) bool {
 // transaction, with the columns needed now (its key first), or without a
 // column list when t.AllColumns.
 func RepublishTable(ctx context.Context, q Querier, name string, t Table, key []string) error {
+	ver, err := ServerVersion(ctx, q)
+	if err != nil {
+		return err
+	}
 	as := t.Qualified()
-	if !t.AllColumns {
+	if !t.AllColumns && ver >= V15 {
 		as += " (" + columnList(t.Columns, key) + ")"
 	}
 	// Without arguments the two statements go as one simple query: one transaction.
-	_, err := q.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %s ADD TABLE %s",
+	_, err = q.Exec(ctx, fmt.Sprintf("ALTER PUBLICATION %s DROP TABLE %s; ALTER PUBLICATION %s ADD TABLE %s",
 		quoteIdent(name), t.Qualified(), quoteIdent(name), as))
 	if err != nil {
 		return fmt.Errorf("cdc: publish %s again in %s: %w", t, name, err)
@@ -325,7 +355,11 @@ func RepublishTable(ctx context.Context, q Querier, name string, t Table, key []
 
 // CreatePublication runs PublicationDDL.
 func CreatePublication(ctx context.Context, q Querier, name string, tables []Table, keys map[string][]string) error {
-	if _, err := q.Exec(ctx, PublicationDDL(name, tables, keys)); err != nil {
+	ver, err := ServerVersion(ctx, q)
+	if err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, PublicationDDLFor(name, tables, keys, ver >= V15)); err != nil {
 		return fmt.Errorf("cdc: create publication %s: %w", name, err)
 	}
 	return nil

@@ -121,10 +121,19 @@ type CreatedSlot struct {
 
 // CreateSlot creates a logical pgoutput slot and exports its snapshot. The
 // snapshot stays importable only until the next command on conn, so load it
-// before starting replication on the same connection.
+// before starting replication on the same connection. On PostgreSQL 17 and
+// later the slot is a failover slot: a standby with sync_replication_slots
+// keeps a copy, so a promotion does not lose it.
 func CreateSlot(ctx context.Context, conn *pgconn.PgConn, name string) (CreatedSlot, error) {
-	r, err := pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	var r pglogrepl.CreateReplicationSlotResult
+	var err error
+	if serverMajor(conn) >= 17 {
+		r, err = pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx,
+			fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)", quoteIdent(name))))
+	} else {
+		r, err = pglogrepl.CreateReplicationSlot(ctx, conn, name, "pgoutput",
+			pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "EXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	}
 	if err != nil {
 		return CreatedSlot{}, classify(fmt.Errorf("cdc: create slot %s: %w", name, err))
 	}

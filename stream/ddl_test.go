@@ -71,6 +71,15 @@ func derivedNow(t *testing.T, conn *pgx.Conn) map[string]streamtest.Fig {
 // stops that source with a problem naming the fix; nothing is folded while
 // it lasts; once fixed, the service reloads under a new epoch and is exact.
 func TestDDLStopsTheSourceLoudly(t *testing.T) {
+	admin := streamtest.Connect(t, localpg.AdminURL())
+	var version int
+	if err := admin.QueryRow(context.Background(), `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	admin.Close(context.Background())
+	if version < 150000 {
+		t.Skip("the cases re-add tables with column lists, which PostgreSQL 14 lacks")
+	}
 	cases := []struct {
 		name, ddl, code, fix string
 		want                 string // in the problem's fix

@@ -80,6 +80,8 @@ type Engine struct {
 	// restarts counts sessions that ended in an error and were retried.
 	restarts atomic.Uint64
 	problems problems
+	// down is why the last connection attempt or session failed, for /readyz.
+	down atomic.Pointer[string]
 	// announce: the next session that holds the slot publishes a Reset.
 	// Only the Run goroutine touches it.
 	announce bool
@@ -224,7 +226,7 @@ func (e *Engine) Migrate() error {
 // Run streams until ctx ends, reconnecting with backoff after failures. It
 // returns nil on a clean stop and a *FatalError when retrying cannot help.
 func (e *Engine) Run(ctx context.Context) error {
-	if err := e.Migrate(); err != nil {
+	if err := e.migrateWhenReachable(ctx); err != nil || ctx.Err() != nil {
 		return err
 	}
 	var wg sync.WaitGroup
@@ -261,6 +263,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 		}
 		first = false
+		why := err.Error()
+		e.down.Store(&why)
 		if time.Since(started) > time.Minute {
 			attempt = 0
 		}
@@ -278,6 +282,37 @@ func (e *Engine) Run(ctx context.Context) error {
 		default:
 			e.log.Error("replication session ended; reconnecting", "err", err, "retry_in", wait)
 		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+// migrateWhenReachable waits for the database with backoff (a container
+// may start before its database, or during a promotion), then migrates.
+// It returns nil when ctx ends first.
+func (e *Engine) migrateWhenReachable(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := e.reachable(ctx)
+		if err == nil {
+			if err = e.Migrate(); err == nil {
+				e.down.Store(nil)
+				return nil
+			}
+			if e.reachable(ctx) == nil { // it answers: the migration itself failed
+				return err
+			}
+		}
+		var ce *ConfigError
+		if errors.As(err, &ce) || ctx.Err() != nil {
+			return err
+		}
+		why := "database unreachable: " + err.Error()
+		e.down.Store(&why)
+		wait := backoff(attempt)
+		e.log.Error("database unreachable; retrying", "err", err, "attempt", attempt, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -326,6 +361,29 @@ func (e *Engine) awaitSlot(ctx context.Context) bool {
 		case <-time.After(SlotPoll):
 		}
 	}
+}
+
+// reachable pings the source database and the store. A wrong password, a
+// role or database that does not exist are configuration errors: waiting
+// does not fix them.
+func (e *Engine) reachable(ctx context.Context) error {
+	for _, db := range []struct {
+		key  string
+		pool *pgxpool.Pool
+	}{{"database_url", e.pool}, {"store.database_url", e.store.Pool()}} {
+		err := db.pool.Ping(ctx)
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			switch pe.Code {
+			case "28P01", "28000", "3D000": // invalid_password, invalid_authorization_specification, invalid_catalog_name
+				return &ConfigError{db.key, fmt.Sprintf("%s (SQLSTATE %s); fix the URL or the role", pe.Message, pe.Code)}
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // endSilentHolder ends every connection of the slot's holder (its
@@ -380,9 +438,9 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 	}
 	if !p.Exists && e.cfg.CreatePublication {
 		if err := cdc.CreatePublication(ctx, e.pool, e.cfg.Publication, tables, keys); err != nil {
-			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
 		}
-		e.log.Info("created publication", "publication", e.cfg.Publication, "sql", cdc.PublicationDDL(e.cfg.Publication, tables, keys))
+		e.log.Info("created publication", "publication", e.cfg.Publication, "sql", cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
 		if p, err = cdc.LookupPublication(ctx, e.pool, e.cfg.Publication); err != nil {
 			return p, err
 		}

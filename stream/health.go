@@ -145,6 +145,9 @@ func (e *Engine) Readiness(ctx context.Context) error {
 		return errors.New(ps[0].String())
 	}
 	if !e.ready.Load() {
+		if why := e.down.Load(); why != nil && !e.Status().Reader.Connected {
+			return errors.New("replication is not connected: " + *why)
+		}
 		return errors.New("replication is not connected (see the log for the last error)")
 	}
 	st := e.Status()

@@ -61,7 +61,11 @@ func planOn(ctx context.Context, conn *pgx.Conn, name string, tables []cdc.Table
 		}
 		states[i] = ts
 	}
-	return plan(name, tables, states), nil
+	ver, err := cdc.ServerVersion(ctx, conn)
+	if err != nil {
+		return Plan{}, err
+	}
+	return plan(name, tables, states, ver >= cdc.V15), nil
 }
 
 // PlanPublication reads the source tables and returns the publication
@@ -151,8 +155,13 @@ type SlotStatus struct {
 	SafeWALSize *int64 `json:"safe_wal_size"`
 	// Why explains what the figures mean: why WAL is retained, and what a
 	// lost or unreserved slot will cost.
-	Why    []string `json:"why,omitempty"`
-	holder *cdc.Backend
+	Why []string `json:"why,omitempty"`
+	// Failover (17+, null before) says standbys with sync_replication_slots keep a copy.
+	Failover *bool `json:"failover"`
+	// InvalidationReason (17+) says why the slot can no longer be used.
+	InvalidationReason string     `json:"invalidation_reason,omitempty"`
+	InactiveSince      *time.Time `json:"inactive_since,omitempty"` // 17+
+	holder             *cdc.Backend
 }
 
 // Lost says the slot can no longer stream: the next serve starts a new epoch.
@@ -217,6 +226,14 @@ func slotStatus(ctx context.Context, q cdc.Querier, name string) (SlotStatus, er
 	st = SlotStatus{Name: s.Name, Exists: true, Plugin: s.Plugin, Database: s.Database, Active: s.Active, ActivePID: s.ActivePID,
 		RestartLSN: s.RestartLSN.String(), ConfirmedFlushLSN: s.ConfirmedFlushLSN.String(), WALStatus: s.WALStatus,
 		RetainedBytes: s.RetainedBytes, LagBytes: s.LagBytes}
+	x, ok, err := cdc.LookupSlotExtra(ctx, q, name)
+	if err != nil {
+		return st, err
+	}
+	if ok && x.HasFailover {
+		st.Failover = &x.Failover
+	}
+	st.InvalidationReason, st.InactiveSince = x.InvalidationReason, x.InactiveSince
 	if err := st.explain(ctx, q); err != nil {
 		return st, err
 	}
@@ -272,6 +289,15 @@ func (s SlotStatus) WriteText(w io.Writer) error {
 		{"safe_wal_size", safe},
 	} {
 		fmt.Fprintf(tw, "%s\t%s\n", kv[0], kv[1])
+	}
+	if s.Failover != nil {
+		fmt.Fprintf(tw, "failover\t%v\n", *s.Failover)
+	}
+	if s.InvalidationReason != "" {
+		fmt.Fprintf(tw, "invalidation_reason\t%s\n", s.InvalidationReason)
+	}
+	if s.InactiveSince != nil {
+		fmt.Fprintf(tw, "inactive_since\t%s\n", s.InactiveSince.UTC().Format(time.RFC3339))
 	}
 	for _, why := range s.Why {
 		fmt.Fprintf(tw, "why\t%s\n", why)

@@ -161,6 +161,8 @@ type run struct {
 	slotOK        bool            // the slot exists
 	sys           *cdc.System     // from IDENTIFY_SYSTEM, when a replication connection worked
 	serverVersion int
+	platform      platform // the managed service, "" for plain Postgres
+	standby       bool     // the server is in recovery
 }
 
 func (r *run) add(name string, st Status, msg, fix string) {
@@ -209,8 +211,16 @@ func Run(ctx context.Context, in Input) Report {
 		r.abort(err)
 		return *rep
 	}
+	if r.standby {
+		// serve connects to the primary; here only what keeps its slot
+		// across this standby's promotion matters.
+		if err := r.checkFailover(ctx); err != nil {
+			r.abort(err)
+		}
+		return *rep
+	}
 	for _, step := range []func(context.Context) error{
-		r.checkSettings, r.checkRole, r.checkTables, r.checkWhere, r.checkPublication, r.checkSlot, r.checkMigrations,
+		r.checkSettings, r.checkRole, r.checkTables, r.checkWhere, r.checkPublication, r.checkSlot, r.checkFailover, r.checkMigrations,
 	} {
 		if err := step(ctx); err != nil {
 			if !errors.Is(err, errStop) {

@@ -55,6 +55,23 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// serverVersion is the server's server_version_num.
+func serverVersion(t *testing.T, dbURL string) int {
+	t.Helper()
+	var n int
+	queryRow(t, dbURL, `SELECT current_setting('server_version_num')::int`, &n)
+	return n
+}
+
+// needColumnLists skips a test of publication column lists or row filters
+// on PostgreSQL 14, which has neither.
+func needColumnLists(t *testing.T, dbURL string) {
+	t.Helper()
+	if serverVersion(t, dbURL) < 150000 {
+		t.Skip("PostgreSQL 14 has no publication column lists or row filters")
+	}
+}
+
 // sqlExec runs each statement on dbURL as whoever the URL names.
 func sqlExec(t *testing.T, dbURL string, stmts ...string) {
 	t.Helper()

@@ -32,6 +32,9 @@ type Plan struct {
 	// primary key, a missing column); DDL is not usable while there are any.
 	Blockers []string
 	DDL      string
+	// ColumnLists is whether the server has column lists (15+); without
+	// them every column is published and Prepare is not needed.
+	ColumnLists bool
 }
 
 // SQL is the whole reviewed script: comments, Prepare, then DDL.
@@ -40,8 +43,13 @@ func (p Plan) SQL() string {
 	for _, bl := range p.Blockers {
 		b.WriteString("-- BLOCKED: " + bl + "\n")
 	}
-	fmt.Fprintf(&b, "-- Publication %s for repstream: only the columns its sources read plus each table's\n", quoteIdent(p.Publication))
-	b.WriteString("-- primary key, so other columns (review bodies, say) never leave the database.\n")
+	if p.ColumnLists {
+		fmt.Fprintf(&b, "-- Publication %s for repstream: only the columns its sources read plus each table's\n", quoteIdent(p.Publication))
+		b.WriteString("-- primary key, so other columns (review bodies, say) never leave the database.\n")
+	} else {
+		fmt.Fprintf(&b, "-- Publication %s for repstream. This server has no column lists (PostgreSQL 14):\n", quoteIdent(p.Publication))
+		b.WriteString("-- every column of these tables is published; 15 or newer publishes only the needed ones.\n")
+	}
 	for _, s := range p.Prepare {
 		for _, line := range strings.Split(s.Comment, "\n") {
 			b.WriteString("-- " + line + "\n")
@@ -53,8 +61,8 @@ func (p Plan) SQL() string {
 }
 
 // plan builds the Plan from the source tables and what the catalog says of them.
-func plan(name string, tables []cdc.Table, states []tableState) Plan {
-	p := Plan{Publication: name, Keys: map[string][]string{}}
+func plan(name string, tables []cdc.Table, states []tableState, columnLists bool) Plan {
+	p := Plan{Publication: name, Keys: map[string][]string{}, ColumnLists: columnLists}
 	for i, t := range tables {
 		ts := states[i]
 		switch {
@@ -88,7 +96,7 @@ func plan(name string, tables []cdc.Table, states []tableState) Plan {
 		p.Tables = append(p.Tables, t)
 	}
 	if len(p.Tables) > 0 {
-		p.DDL = cdc.PublicationDDL(name, p.Tables, p.Keys)
+		p.DDL = cdc.PublicationDDLFor(name, p.Tables, p.Keys, columnLists)
 	}
 	return p
 }
@@ -134,7 +142,7 @@ func (r *run) memberships(ctx context.Context, name string) (pubAge *int32, pubX
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("read publication %s: %w", name, err)
 	}
-	rows, err := r.conn.Query(ctx, `
+	query := `
 SELECT n.nspname::text || '.' || c.relname::text, 'table', age(pr.xmin), pr.xmin::text,
        coalesce(array(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = pr.prrelid AND a.attnum IN
                 (SELECT m[1]::int2 FROM regexp_matches(coalesce(pr.prqual::text, ''), ':varattno (\d+)', 'g') m)), '{}')
@@ -145,7 +153,15 @@ UNION ALL
 SELECT n.nspname::text || '.' || c.relname::text, 'schema', age(pn.xmin), pn.xmin::text, '{}'
 FROM pg_publication_namespace pn JOIN pg_publication p ON p.oid = pn.pnpubid
 JOIN pg_class c ON c.relnamespace = pn.pnnspid AND c.relkind IN ('r', 'p') JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE p.pubname = $1`, name)
+WHERE p.pubname = $1`
+	if r.serverVersion < cdc.V15 { // no row filters, no FOR TABLES IN SCHEMA
+		query = `
+SELECT n.nspname::text || '.' || c.relname::text, 'table', age(pr.xmin), pr.xmin::text, '{}'::text[]
+FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE p.pubname = $1`
+	}
+	rows, err := r.conn.Query(ctx, query, name)
 	if err != nil {
 		return nil, "", nil, fmt.Errorf("read tables of publication %s: %w", name, err)
 	}
@@ -186,7 +202,7 @@ func (r *run) checkPublication(ctx context.Context) error {
 		return err
 	}
 	r.pub = pub
-	pl := plan(name, r.tables, r.infos)
+	pl := plan(name, r.tables, r.infos, pub.ColumnLists)
 	if !pub.Exists {
 		r.publicationMissing(pl)
 		return nil
@@ -228,9 +244,13 @@ func (r *run) checkPublication(ctx context.Context) error {
 		need := union(pl.Keys[t.String()], t.Columns)
 		pt, in := pub.Tables[t.String()]
 		if !in {
+			as := t.Qualified()
+			if pub.ColumnLists { // 14 has none
+				as += " (" + quoteList(need) + ")"
+			}
 			r.add("publication.table"+sfx, Fail, fmt.Sprintf("publication %s does not include table %s", name, t),
-				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s (%s); -- as the owner of both; then `repstream slot drop --yes` if the slot already exists (it would miss the table's earlier changes)",
-					quoteIdent(name), t.Qualified(), quoteList(need)))
+				fmt.Sprintf("ALTER PUBLICATION %s ADD TABLE %s; -- as the owner of both; then `repstream slot drop --yes` if the slot already exists (it would miss the table's earlier changes)",
+					quoteIdent(name), as))
 			continue
 		}
 		via := members[t.String()].via

@@ -113,7 +113,7 @@ func (r *run) checkRole(ctx context.Context) error {
 		r.add("role.replication", OK, fmt.Sprintf("role %s can replicate (the server accepted its replication connection)", ri.name), "")
 	default:
 		r.add("role.replication", Fail, fmt.Sprintf("role %s cannot replicate: it is not a superuser, has no REPLICATION attribute and is a member of none of %s",
-			ri.name, strings.Join(cloudRoles, ", ")), ri.replicationFix())
+			ri.name, strings.Join(cloudRoles, ", ")), r.replicationFixFor(ri))
 	}
 	switch {
 	case connErr == nil:

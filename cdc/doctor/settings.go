@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/repstream/repstream/cdc"
 )
 
 // errStop ends a run early after a check already said why (an unsupported server).
@@ -52,8 +54,8 @@ func connectFix(databaseURL string, err error) string {
 	return "start Postgres, or fix " + hostport + " in database_url; check the server's listen_addresses and port, and any firewall between"
 }
 
-// checkServer records who doctor is connected as and refuses servers older
-// than 15, whose publications cannot have column lists.
+// checkServer records who doctor is connected as, on which platform, and
+// says what the server's version means for repstream.
 func (r *run) checkServer(ctx context.Context) error {
 	var ver, num string
 	if err := r.conn.QueryRow(ctx, `SELECT current_setting('server_version'), current_setting('server_version_num')`).Scan(&ver, &num); err != nil {
@@ -63,13 +65,36 @@ func (r *run) checkServer(ctx context.Context) error {
 	if err := r.loadRole(ctx); err != nil {
 		return err
 	}
-	if r.serverVersion < 150000 {
-		r.add("server_version", Fail, fmt.Sprintf("PostgreSQL %s: repstream needs 15 or newer (publication column lists and row filters)", ver),
-			"upgrade the server to PostgreSQL 15 or newer")
-		return nil
+	if err := r.detectPlatform(ctx); err != nil {
+		return err
 	}
 	r.add("connect", OK, fmt.Sprintf("connected to database %s as role %s (PostgreSQL %s)", r.role.database, r.role.name, ver), "")
+	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&r.standby); err != nil {
+		return fmt.Errorf("read pg_is_in_recovery: %w", err)
+	}
+	if r.standby {
+		r.add("standby", Warn, "this server is a standby: serve must connect to the primary; doctor checks here only what keeps repstream's slot across this standby's promotion",
+			"point database_url at the primary (or at the name that always resolves to it)")
+	}
+	st, msg, fix := versionMeaning(r.serverVersion, ver)
+	r.add("server_version", st, msg, fix)
 	return nil
+}
+
+// versionMeaning says what a server version gives and lacks.
+func versionMeaning(num int, ver string) (Status, string, string) {
+	const failover17 = "upgrade to PostgreSQL 17 or newer to keep the slot across a failover"
+	switch {
+	case num < 140000:
+		return Fail, fmt.Sprintf("PostgreSQL %s: repstream needs 14 or newer (pgoutput's logical messages, which carry its heartbeat)", ver),
+			"upgrade the server to PostgreSQL 14 or newer (17 or newer to survive a failover without a new epoch)"
+	case num < cdc.V15:
+		return Warn, fmt.Sprintf("PostgreSQL %s: supported, but publications have no column lists: every column of the source tables (review bodies too) is sent to repstream, which drops what it does not need; and a failover to a standby loses the slot: a new epoch, clients reset", ver),
+			"upgrade to PostgreSQL 15 or newer to publish only the needed columns; " + failover17
+	case num < cdc.V17:
+		return OK, fmt.Sprintf("PostgreSQL %s: column lists publish only the needed columns; a failover to a standby loses the slot (failover slots need 17): repstream then starts a new epoch and clients reset", ver), ""
+	}
+	return OK, fmt.Sprintf("PostgreSQL %s: column lists publish only the needed columns; failover slots can keep repstream's slot on a standby across a promotion (see the failover checks)", ver), ""
 }
 
 // setting is one row of pg_settings.
@@ -98,7 +123,7 @@ func (r *run) settings(ctx context.Context, names ...string) (map[string]setting
 
 // checkSettings checks wal_level, slot and sender headroom and the WAL cap.
 func (r *run) checkSettings(ctx context.Context) error {
-	if r.serverVersion < 150000 {
+	if r.serverVersion < 140000 {
 		return errStop
 	}
 	set, err := r.settings(ctx, "wal_level", "max_replication_slots", "max_wal_senders", "max_slot_wal_keep_size")
@@ -109,7 +134,7 @@ func (r *run) checkSettings(ctx context.Context) error {
 		r.add("wal_level", OK, "wal_level = logical", "")
 	} else {
 		r.add("wal_level", Fail, fmt.Sprintf("wal_level = %s; logical replication needs wal_level = logical", wl),
-			"ALTER SYSTEM SET wal_level = logical; -- then restart Postgres")
+			r.walLevelFix())
 	}
 
 	var slots int

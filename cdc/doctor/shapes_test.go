@@ -12,6 +12,7 @@ import (
 // and the shapes serve supports are not.
 func TestTableShapes(t *testing.T) {
 	dbURL, _ := newDB(t)
+	needColumnLists(t, dbURL)
 	sqlExec(t, dbURL,
 		`CREATE TABLE public.deferred (id int PRIMARY KEY DEFERRABLE, seller_id int, rating int)`,
 		`CREATE TABLE public.deferred_full (id int PRIMARY KEY DEFERRABLE, seller_id int, rating int)`,
@@ -60,7 +61,7 @@ func TestTableShapes(t *testing.T) {
 // named in the epoch finding: the next start reloads it.
 func TestStoppedSourceEpoch(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	writeMeta(t, dbURL, "slot1", prior)
 	sqlExec(t, dbURL, `UPDATE repstream.meta SET sources_hash = 'stopped:source_column_missing:public.reviews'`)
 	rep := doctor.Run(ctx(t), input(dbURL))

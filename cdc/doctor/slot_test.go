@@ -16,14 +16,20 @@ import (
 	"github.com/repstream/repstream/stream"
 )
 
-const pubDDL = `CREATE PUBLICATION pub1 FOR TABLE public.reviews (id, rating, seller_id, status)`
+// pubDDL is the publication the slot tests use; PostgreSQL 14 has no column lists.
+func pubDDL(t *testing.T, dbURL string) string {
+	if serverVersion(t, dbURL) < 150000 {
+		return `CREATE PUBLICATION pub1 FOR TABLE public.reviews`
+	}
+	return `CREATE PUBLICATION pub1 FOR TABLE public.reviews (id, rating, seller_id, status)`
+}
 
 // A slot streamed by another client fails, naming its PID and
 // application_name; slot drop needs --yes, refuses it without --force, and
 // with --force terminates that backend and drops the slot.
 func TestSlotHeldByAnotherConnection(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	pid := holdSlot(t, dbURL, "slot1", "pub1", "pg_recvlogical")
 	in := input(dbURL)
 
@@ -82,7 +88,7 @@ func TestSlotHeldByAnotherConnection(t *testing.T) {
 // service: a warning, not a failure.
 func TestSlotHeldByRepstream(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	conn, err := cdc.ConnectReplication(ctx(t), dbURL)
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +118,7 @@ func TestSlotHeldByRepstream(t *testing.T) {
 // A slot of another plugin, or of another database, fails.
 func TestSlotWrongPluginOrDatabase(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'test_decoding')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'test_decoding')`)
 	rep := doctor.Run(ctx(t), input(dbURL))
 	expectExit(t, rep, doctor.ExitFail)
 	ch := expect(t, rep, "slot.plugin", doctor.Fail)
@@ -162,7 +168,7 @@ SELECT 'e1', '%s', %d, slot_name, '%s', confirmed_flush_lsn, confirmed_flush_lsn
 // the slot is detected by transaction id against the slot's catalog_xmin.
 func TestPublicationNewerThanSlot(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	writeMeta(t, dbURL, "slot1", prior)
 	in := input(dbURL)
 
@@ -177,7 +183,7 @@ func TestPublicationNewerThanSlot(t *testing.T) {
 	// Dropped from the publication and added back: changes in between are lost to the slot.
 	sqlExec(t, dbURL, `ALTER PUBLICATION pub1 DROP TABLE public.reviews`,
 		`INSERT INTO public.reviews (seller_id, rating) VALUES (1, 1)`,
-		`ALTER PUBLICATION pub1 ADD TABLE public.reviews (id, rating, seller_id, status)`)
+		strings.Replace(pubDDL(t, dbURL), "CREATE PUBLICATION pub1 FOR", "ALTER PUBLICATION pub1 ADD", 1))
 	rep = doctor.Run(ctx(t), in)
 	expectExit(t, rep, doctor.ExitFail)
 	ch = expect(t, rep, "publication.history", doctor.Fail)
@@ -186,7 +192,7 @@ func TestPublicationNewerThanSlot(t *testing.T) {
 	}
 
 	// A publication re-created after the slot.
-	sqlExec(t, dbURL, `DROP PUBLICATION pub1`, pubDDL)
+	sqlExec(t, dbURL, `DROP PUBLICATION pub1`, pubDDL(t, dbURL))
 	rep = doctor.Run(ctx(t), in)
 	ch = expect(t, rep, "publication.history", doctor.Fail)
 	if !strings.Contains(ch.Message, "publication pub1 was created or altered") {
@@ -212,7 +218,7 @@ func TestPublicationNewerThanSlot(t *testing.T) {
 // checkpoint, start a new epoch when the sources changed.
 func TestEpoch(t *testing.T) {
 	dbURL, _ := newDB(t)
-	sqlExec(t, dbURL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	in := input(dbURL)
 	rep := doctor.Run(ctx(t), in)
 	ch := expect(t, rep, "epoch", doctor.Warn)
@@ -237,7 +243,7 @@ func TestSlotLostWAL(t *testing.T) {
 	}
 	t.Cleanup(func() { c.Stop() }) //nolint:errcheck
 	dbURL := c.URL("postgres")
-	sqlExec(t, dbURL, reviewsDDL, pubDDL, `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
+	sqlExec(t, dbURL, reviewsDDL, pubDDL(t, dbURL), `SELECT pg_create_logical_replication_slot('slot1', 'pgoutput')`)
 	in := input(dbURL)
 	in.RetainedWarnBytes = 1
 	sqlExec(t, dbURL, `INSERT INTO public.reviews (seller_id, rating) SELECT g, 5 FROM generate_series(1, 1000) g`)

@@ -38,6 +38,9 @@ type Options struct {
 	Settings []string
 	// Dir is the parent of the data directory; empty means os.TempDir().
 	Dir string
+	// BinDir holds the server binaries; empty means $REPSTREAM_TEST_PG's
+	// server when set (see ServerBinDir), else the newest installed one.
+	BinDir string
 }
 
 // Cluster is a running throwaway Postgres. Stop it to remove it.
@@ -90,9 +93,12 @@ func versionOf(binDir string) int {
 // Start creates and starts a cluster. initdb refuses to run as root, so as
 // root the cluster runs as the "postgres" user.
 func Start(ctx context.Context, o Options) (*Cluster, error) {
-	bin, err := BinDir()
-	if err != nil {
-		return nil, err
+	bin := o.BinDir
+	if bin == "" {
+		var err error
+		if bin, err = ServerBinDir(); err != nil {
+			return nil, err
+		}
 	}
 	c := &Cluster{BinDir: bin, Port: o.Port}
 	owner := -1
@@ -261,6 +267,92 @@ func DropDatabase(ctx context.Context, adminURL, name string) error {
 	}
 	if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
 		return fmt.Errorf("localpg: drop database %s: %w", name, err)
+	}
+	return nil
+}
+
+// NewStandby makes a physical standby of c from a cold copy of its data
+// directory (no pg_basebackup): c is stopped for the copy and started
+// again. The standby streams from c through physical slot slot ("" for
+// none) and runs on a port of its own; settings are extra postgresql.conf
+// lines (sync_replication_slots = on, say). Stop it to remove it.
+func (c *Cluster) NewStandby(ctx context.Context, slot string, settings ...string) (*Cluster, error) {
+	base, err := os.MkdirTemp(filepath.Dir(c.base), "repstream-pg-standby-")
+	if err != nil {
+		return nil, fmt.Errorf("localpg: %w", err)
+	}
+	s := &Cluster{BinDir: c.BinDir, DataDir: filepath.Join(base, "data"), cred: c.cred, base: base}
+	if c.cred != nil {
+		if err := os.Chown(base, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			s.remove()
+			return nil, fmt.Errorf("localpg: chown %s: %w", base, err)
+		}
+	}
+	if s.Port, err = freePort(); err != nil {
+		s.remove()
+		return nil, err
+	}
+	if err := c.run(ctx, "pg_ctl", "-D", c.DataDir, "-m", "fast", "-w", "stop"); err != nil {
+		s.remove()
+		return nil, err
+	}
+	cp := exec.CommandContext(ctx, "cp", "-a", c.DataDir, s.DataDir)
+	if c.cred != nil {
+		cp.SysProcAttr = &syscall.SysProcAttr{Credential: c.cred}
+	}
+	out, cpErr := cp.CombinedOutput()
+	if err := c.Start(ctx); err != nil || cpErr != nil {
+		s.remove()
+		return nil, errors.Join(err, fmt.Errorf("localpg: copy the data directory: %v: %s", cpErr, out))
+	}
+	conf := []string{
+		"",
+		"# repstream localpg standby",
+		fmt.Sprintf("port = %d", s.Port),
+		fmt.Sprintf("unix_socket_directories = '%s'", base),
+		fmt.Sprintf("primary_conninfo = 'host=127.0.0.1 port=%d user=postgres dbname=postgres application_name=standby'", c.Port),
+		fmt.Sprintf("primary_slot_name = '%s'", slot),
+		"hot_standby = on",
+	}
+	conf = append(conf, settings...)
+	if err := appendFile(filepath.Join(s.DataDir, "postgresql.conf"), strings.Join(conf, "\n")+"\n"); err != nil {
+		s.remove()
+		return nil, err
+	}
+	signal := filepath.Join(s.DataDir, "standby.signal")
+	if err := os.WriteFile(signal, nil, 0o600); err != nil {
+		s.remove()
+		return nil, fmt.Errorf("localpg: %w", err)
+	}
+	if c.cred != nil {
+		if err := os.Chown(signal, int(c.cred.Uid), int(c.cred.Gid)); err != nil {
+			s.remove()
+			return nil, fmt.Errorf("localpg: %w", err)
+		}
+	}
+	if err := s.Start(ctx); err != nil {
+		s.remove()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Promote turns a standby into a primary and waits until it accepts writes.
+func (c *Cluster) Promote(ctx context.Context) error {
+	return c.run(ctx, "pg_ctl", "-D", c.DataDir, "-w", "-t", "60", "promote")
+}
+
+func appendFile(path, text string) error {
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("localpg: %w", err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("localpg: %w", err)
 	}
 	return nil
 }

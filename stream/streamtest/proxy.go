@@ -11,10 +11,10 @@ import (
 // hole (connections stay open, nothing passes) or cut every connection:
 // the network failures a service must survive.
 type Proxy struct {
-	ln     net.Listener
-	target string
+	ln net.Listener
 
 	mu     sync.Mutex
+	target string        // guarded by mu
 	frozen chan struct{} // closed while traffic flows; nil when flowing
 	conns  map[net.Conn]struct{}
 	wg     sync.WaitGroup
@@ -66,6 +66,16 @@ func (p *Proxy) Thaw() {
 	}
 }
 
+// Retarget sends new connections to target (host:port; "" refuses them)
+// and cuts the open ones, as a failover moves a service's address to the
+// new primary.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	p.target = target
+	p.mu.Unlock()
+	p.Cut()
+}
+
 // Cut closes every open connection; new ones are still accepted.
 func (p *Proxy) Cut() {
 	p.mu.Lock()
@@ -89,7 +99,10 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
-		s, err := net.Dial("tcp", p.target)
+		p.mu.Lock()
+		target := p.target
+		p.mu.Unlock()
+		s, err := net.Dial("tcp", target)
 		if err != nil {
 			c.Close()
 			continue
