@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -347,5 +348,18 @@ func TestBoardClaimHTTP(t *testing.T) {
 		if res.StatusCode != tc.code {
 			t.Errorf("%s: HTTP %d; want %d", tc.query, res.StatusCode, tc.code)
 		}
+	}
+}
+
+func TestMaxBoardTopConfig(t *testing.T) {
+	err := api.Config{MaxBoardTop: -1}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "api.max_board_top:") {
+		t.Fatalf("got %v; want an error naming api.max_board_top", err)
+	}
+	if got := (api.Config{}).HubConfig().MaxBoardTop; got != 0 {
+		t.Fatalf("HubConfig().MaxBoardTop %d; want 0 (the hub's default, 100)", got)
+	}
+	if got := (api.Config{MaxBoardTop: 7}).HubConfig().MaxBoardTop; got != 7 {
+		t.Fatalf("HubConfig().MaxBoardTop %d; want 7", got)
 	}
 }
