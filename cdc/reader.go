@@ -109,6 +109,9 @@ type Reader struct {
 	// durable (Confirm); the only position reported as flushed, besides an
 	// idle position proven to hold nothing unapplied.
 	applied atomic.Uint64
+	// consumed is an idle position the consumer has processed but not yet
+	// confirmed (it stores such positions now and then): caught up, not flushed.
+	consumed atomic.Uint64
 
 	mu         sync.Mutex
 	st         Status        // guarded by mu
@@ -160,12 +163,24 @@ func (r *Reader) Confirm(lsn pglogrepl.LSN) {
 	}
 }
 
+// Consumed records that the consumer has processed everything up to lsn,
+// though it confirms it only later: the reader counts as caught up.
+func (r *Reader) Consumed(lsn pglogrepl.LSN) {
+	for {
+		cur := r.consumed.Load()
+		if uint64(lsn) <= cur || r.consumed.CompareAndSwap(cur, uint64(lsn)) {
+			return
+		}
+	}
+}
+
 // Status returns a copy of the reader's view of the positions.
 func (r *Reader) Status() Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.st
-	s.CaughtUp = pglogrepl.LSN(r.applied.Load()) >= r.lastEnd
+	done := max(r.applied.Load(), r.consumed.Load())
+	s.CaughtUp = pglogrepl.LSN(done) >= r.lastEnd
 	return s
 }
 

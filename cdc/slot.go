@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -196,4 +197,41 @@ func appName(s string) string {
 		s = s[:63]
 	}
 	return s
+}
+
+// HistoryContinues says whether timeline to's history passes through
+// timeline from at least up to lsn: after a promotion the new timeline
+// shares the old one's WAL up to its switchpoint, so a position at or
+// before it means the same changes on both.
+func HistoryContinues(ctx context.Context, conn *pgconn.PgConn, from, to int32, lsn pglogrepl.LSN) (bool, error) {
+	if from == to {
+		return true, nil
+	}
+	if to < from || to < 2 {
+		return false, nil
+	}
+	h, err := pglogrepl.TimelineHistory(ctx, conn, to)
+	if err != nil {
+		return false, fmt.Errorf("cdc: timeline %d history: %w", to, err)
+	}
+	return historyContinues(string(h.Content), from, lsn), nil
+}
+
+// historyContinues reads a timeline history file: each line is "parent
+// timeline, switchpoint, reason", where the parent's WAL was followed up
+// to the switchpoint.
+func historyContinues(content string, from int32, lsn pglogrepl.LSN) bool {
+	for _, line := range strings.Split(content, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		tli, err := strconv.ParseInt(f[0], 10, 32)
+		if err != nil || int32(tli) != from {
+			continue
+		}
+		sw, err := pglogrepl.ParseLSN(f[1])
+		return err == nil && lsn <= sw
+	}
+	return false
 }

@@ -65,6 +65,8 @@ type applier struct {
 	// onDone hands over a position that may be confirmed to the slot once
 	// the store's WAL is flushed up to wal (0: nothing new to flush).
 	onDone func(pos, wal LSN)
+	// onIdle, if set, hears of an idle position applied but not yet stored.
+	onIdle func(pos LSN)
 
 	checkpoint LSN // last committed position
 
@@ -85,7 +87,8 @@ type applier struct {
 	groupRows   int
 	groupTxns   uint64
 	groupDeltas uint64
-	groupPos    LSN // position the group's commit records
+	groupPos    LSN       // position the group's commit records
+	idleAt      time.Time // when an idle position was last stored
 	stats       ApplyStats
 	pre         []preKey // per event of the chunk being applied: the keys prefetch encoded
 	// displaced holds rows whose key another row took within the open
@@ -771,6 +774,39 @@ func (a *applier) due(more bool) bool {
 	return !more || a.groupRows >= a.cfg.MaxGroupChanges || time.Since(a.groupStart) >= a.cfg.MaxGroupDelay
 }
 
+// An idle position is stored (so the slot may be confirmed past it) once
+// idleBytes of WAL wait, at most every idleMin, and else every idleMax: the
+// store write is WAL too, which makes the next idle position.
+const (
+	idleBytes = 1 << 20
+	idleMin   = time.Second
+	idleMax   = 10 * time.Second
+)
+
+// idleDue is how long until an idle position waiting to be stored is due;
+// ok is false when none waits.
+func (a *applier) idleDue() (time.Duration, bool) {
+	if a.grouping || a.cur != nil || a.groupPos <= a.checkpoint {
+		return 0, false
+	}
+	every := idleMax
+	if a.groupPos-a.checkpoint >= idleBytes {
+		every = idleMin
+	}
+	return every - time.Since(a.idleAt), true
+}
+
+// commitUnknown is a group commit that reported an error: it may or may not
+// have committed.
+type commitUnknown struct {
+	pos  LSN
+	txns []Txn
+	err  error
+}
+
+func (c *commitUnknown) Error() string { return c.err.Error() }
+func (c *commitUnknown) Unwrap() error { return c.err }
+
 // commit makes the group durable, then publishes it and confirms its position.
 func (a *applier) commit(ctx context.Context) error {
 	if err := a.foldPending(ctx); err != nil {
@@ -778,12 +814,19 @@ func (a *applier) commit(ctx context.Context) error {
 	}
 	pos := a.groupPos
 	if !a.grouping {
-		// Nothing to write (idle position): confirm without a store write.
-		if pos > a.checkpoint {
-			a.checkpoint = pos
-			a.onDone(pos, 0)
+		// Nothing to write but an idle position. It is stored before the slot
+		// is confirmed past it, at most every idleEvery, so a slot confirmed
+		// beyond the stored checkpoint proves someone else advanced it.
+		if pos <= a.checkpoint {
+			return nil
 		}
-		return nil
+		if a.onIdle != nil {
+			a.onIdle(pos)
+		}
+		if d, _ := a.idleDue(); d > 0 {
+			return nil
+		}
+		a.idleAt = time.Now()
 	}
 	start := time.Now()
 	states := make([]State, 0, len(a.changed))
@@ -796,17 +839,22 @@ func (a *applier) commit(ctx context.Context) error {
 	}
 	wal, err := a.w.commitGroup(ctx, a.dirty, states, a.txns, pos)
 	if err != nil {
-		return err
+		// The commit may have happened even so (the connection failed after
+		// COMMIT was sent): the next session learns it from the store.
+		return &commitUnknown{pos: pos, txns: a.txns, err: err}
 	}
 	// Counted once durable in the store: a group lost to an error is read
 	// again and must not count twice.
-	a.stats.Groups++
-	a.stats.Changes += uint64(a.groupRows)
-	a.stats.Txns += a.groupTxns
-	a.stats.Deltas += a.groupDeltas
-	took := time.Since(start)
-	a.stats.CommitNs += uint64(took)
-	a.commitTime.Observe(took.Seconds())
+	// An idle position's write is not a group: it counts in no figure.
+	if a.grouping {
+		a.stats.Groups++
+		a.stats.Changes += uint64(a.groupRows)
+		a.stats.Txns += a.groupTxns
+		a.stats.Deltas += a.groupDeltas
+		took := time.Since(start)
+		a.stats.CommitNs += uint64(took)
+		a.commitTime.Observe(took.Seconds())
+	}
 	a.checkpoint = pos
 	txns := a.txns
 	a.resetGroup()

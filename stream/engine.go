@@ -82,10 +82,16 @@ type Engine struct {
 	problems problems
 	// down is why the last connection attempt or session failed, for /readyz.
 	down atomic.Pointer[string]
-	// announce: the next session that holds the slot publishes a Reset.
-	// Only the Run goroutine touches it.
-	announce bool
-	waiting  string // guarded by mu; the slot holder a standby waits for
+	// unsure is a group whose store commit reported an error: it may have
+	// committed. Only the Run goroutine uses it (see publishUnsure).
+	unsure *unsureGroup
+	// announced is the epoch the publisher was last Reset to; announce says
+	// the next session that holds the slot resets it to its own (the first
+	// one, a new epoch, or one after a load whose commit reported an error
+	// but happened). Only the Run goroutine touches them.
+	announced string
+	announce  bool
+	waiting   string // guarded by mu; the slot holder a standby waits for
 
 	metrics *engineMetrics
 }
@@ -241,7 +247,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	first := true
 	for {
 		started := time.Now()
-		err := e.session(ctx, first)
+		err := e.session(ctx)
 		e.ready.Store(false)
 		if ctx.Err() != nil {
 			return nil
@@ -330,10 +336,21 @@ func (e *Engine) awaitSlot(ctx context.Context) bool {
 	last := ""
 	for {
 		s, ok, err := cdc.LookupSlot(ctx, e.pool, e.cfg.Slot)
+		var loader int32 // during a load the slot is inactive; its lock is not
+		if err == nil && (!ok || !s.Active) {
+			loader, err = slotLockHolder(ctx, e.store.Pool(), e.cfg.Slot)
+		}
 		switch {
 		case err != nil:
 			if ctx.Err() == nil {
 				e.log.Warn("standby: cannot look up the replication slot; retrying", "slot", e.cfg.Slot, "err", err)
+			}
+		case loader != 0:
+			who := fmt.Sprintf("PID %d of the store's database (loading a snapshot)", loader)
+			if who != last {
+				e.setWaiting(who)
+				e.log.Warn("standby: another repstream is loading a snapshot for the slot; waiting to take over", "slot", e.cfg.Slot, "held_by", who)
+				last = who
 			}
 		case !ok || !s.Active:
 			if last != "" {
@@ -449,7 +466,7 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 }
 
 // session is one replication connection's life: bootstrap, then stream.
-func (e *Engine) session(ctx context.Context, first bool) error {
+func (e *Engine) session(ctx context.Context) error {
 	shapes, err := e.inspect(ctx)
 	if err != nil {
 		return e.refused(err)
@@ -466,6 +483,10 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		return err
 	}
 	e.resolveSources()
+	shapeFP, err := shapeFingerprint(ctx, e.pool, e.cfg.Publication, tables, keys, pub)
+	if err != nil {
+		return err
+	}
 	rconn, err := cdc.ConnectReplication(ctx, e.cfg.DatabaseURL)
 	if err != nil {
 		return err
@@ -480,8 +501,14 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		return err
 	}
 	defer w.close(context.Background())
+	// Held until the session ends, load included: a second replicator waits.
+	if err := w.lockSlot(ctx, e.cfg.Slot); err != nil {
+		return err
+	}
 
-	meta, err := e.store.Meta(ctx)
+	// Every read the decision needs must succeed: a failed read is retried,
+	// only a proven cause starts an epoch.
+	meta, marks, err := e.store.metaAndMarks(ctx)
 	hasMeta := err == nil
 	if err != nil && !errors.Is(err, ErrNoMeta) {
 		return err
@@ -490,25 +517,26 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 	if err != nil {
 		return err
 	}
-	hash, _ := e.store.SourcesHash(ctx)
-	reason := ""
-	switch {
-	case !hasMeta:
-		reason = "first start: loading existing rows from a snapshot"
-	case meta.SystemID != sys.ID:
-		reason = fmt.Sprintf("the database was replaced (system id %s, was %s)", sys.ID, meta.SystemID)
-	case meta.Slot != e.cfg.Slot:
-		reason = fmt.Sprintf("the slot changed (%s, was %s)", e.cfg.Slot, meta.Slot)
-	case !slotOK:
-		reason = fmt.Sprintf("replication slot %s is gone (dropped, or invalidated by max_slot_wal_keep_size); changes since %s are lost to it", e.cfg.Slot, meta.Checkpoint)
-	case slotOK && slot.WALStatus == "lost":
-		reason = fmt.Sprintf("replication slot %s lost required WAL (wal_status=lost)", e.cfg.Slot)
-	case strings.HasPrefix(hash, stoppedHash):
-		reason = fmt.Sprintf("a source stopped (%s) and is servable again", strings.TrimPrefix(hash, stoppedHash))
-	case hash != e.hash+"/"+shapeDigest(shapes) && strings.HasPrefix(hash, e.hash+"/"):
-		reason = "a source table changed while repstream was stopped (its key, a column's type, its partitions or its publication membership)"
-	case hash != e.hash+"/"+shapeDigest(shapes):
-		reason = "the sources configuration changed"
+	// A promoted standby (a failover slot synchronized to it) continues the
+	// old timeline's history up to the switchpoint: a checkpoint at or
+	// before it means the same changes, so the epoch may go on; the slot
+	// checks in epochReason still catch a slot ahead of the store.
+	promoted := false
+	if hasMeta && meta.SystemID == sys.ID && meta.Timeline != sys.Timeline {
+		if promoted, err = cdc.HistoryContinues(ctx, rconn, meta.Timeline, sys.Timeline, meta.Checkpoint); err != nil {
+			return err
+		}
+		if promoted {
+			e.log.Warn("the server was promoted: its timeline continues the state's history past the checkpoint; resuming the epoch",
+				"timeline", sys.Timeline, "was", meta.Timeline, "checkpoint", meta.Checkpoint)
+			meta.Timeline = sys.Timeline
+		}
+	}
+	reason := e.epochReason(meta, marks, hasMeta, sys, slot, slotOK, e.hash+"/"+shapeDigest(shapes), shapeFP)
+	if reason == "" && promoted {
+		if err := e.store.setTimeline(ctx, sys.Timeline); err != nil {
+			return err
+		}
 	}
 	if reason != "" {
 		if hasMeta {
@@ -516,8 +544,9 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 		} else {
 			e.log.Info("initial load", "reason", reason)
 		}
+		e.unsure = nil // the new epoch resets every client anyway
 		old := meta
-		if meta, err = e.load(ctx, rconn, w, sys, tables, keys, pub, slotOK, e.hash+"/"+shapeDigest(shapes)); err != nil {
+		if meta, err = e.reload(ctx, rconn, w, sys, tables, keys, pub, e.hash+"/"+shapeDigest(shapes), shapeFP, reason, hasMeta, slotOK); err != nil {
 			return err
 		}
 		e.metrics.newEpoch.Inc()
@@ -525,8 +554,26 @@ func (e *Engine) session(ctx context.Context, first bool) error {
 			e.dropOldSlot(ctx, old.Slot)
 		}
 		e.announce = true
-	} else if first {
-		e.announce = true
+	} else {
+		// The reader's first status report confirms the stored checkpoint:
+		// it must be on disk, even if an async commit wrote it.
+		if err := w.flush(ctx); err != nil {
+			return err
+		}
+		if marks.ShapeHash == nil {
+			// A store an older version wrote: it confirmed idle positions
+			// without storing them, so the slot may be ahead by idle WAL.
+			if slot.ConfirmedFlushLSN > meta.Checkpoint {
+				meta.Checkpoint = slot.ConfirmedFlushLSN
+			}
+			if err := w.setShape(ctx, shapeFP, meta.Checkpoint); err != nil {
+				return err
+			}
+		}
+		e.resolveLoadProblems(tables)
+		if e.announced != meta.Epoch {
+			e.announce = true
+		}
 	}
 	e.mu.Lock()
 	e.meta = meta
@@ -545,8 +592,9 @@ func (e *Engine) refused(err error) error {
 // load takes a consistent snapshot: the slot is created with an exported
 // snapshot, the tables are read as of it, and the state commits with the
 // slot's consistent point as checkpoint.
-// hash is the sources fingerprint and the shapes' digest the state is built with.
-func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool, hash string) (Meta, error) {
+// hash is the sources fingerprint and the shapes' digest the state is
+// built with, shapeFP its shapeFingerprint.
+func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys cdc.System, tables []cdc.Table, keys map[string][]string, pub cdc.Publication, slotExists bool, hash, shapeFP string) (Meta, error) {
 	if slotExists {
 		e.log.Warn("dropping the existing slot: its position has no matching state, and only a new slot exports a consistent snapshot", "slot", e.cfg.Slot)
 		if err := cdc.DropSlot(ctx, e.pool, e.cfg.Slot); err != nil {
@@ -563,6 +611,11 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 		return Meta{}, fmt.Errorf("stream: %w", err)
 	}
 	defer sconn.Close(context.Background())
+	// Row-level security would hide rows from the snapshot but not from the
+	// stream: with row_security off, the read fails instead.
+	if _, err := sconn.Exec(ctx, `SET row_security = off`); err != nil {
+		return Meta{}, fmt.Errorf("stream: prepare snapshot: %w", err)
+	}
 	snap, err := cdc.BeginSnapshot(ctx, sconn, created.SnapshotName)
 	if err != nil {
 		return Meta{}, err
@@ -573,7 +626,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	}
 	meta := Meta{Epoch: newEpoch(), Slot: e.cfg.Slot, SystemID: sys.ID, Timeline: sys.Timeline,
 		Checkpoint: created.ConsistentPoint, LogFrom: created.ConsistentPoint - 1, LoadedAt: time.Now().UTC()}
-	if err := w.reset(ctx, meta, hash); err != nil {
+	if err := w.reset(ctx, meta, hash, shapeFP); err != nil {
 		w.rollback(ctx)
 		return Meta{}, err
 	}
@@ -699,7 +752,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 			if e.announce {
 				e.announce = false
 				e.pub.Reset(meta)
+				e.announced = meta.Epoch
 			}
+			e.publishUnsure(meta)
 		}})
 	e.mu.Lock()
 	e.reader = reader
@@ -746,10 +801,15 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 	wg.Add(1)
 	go func() { defer wg.Done(); e.flushLoop(ctx, dur) }()
 	ap := newApplier(e.cfg.Applier, e.metrics.commit, e.log, w, e.rules, keys, e.cfg.Prior, e.pub, meta.Checkpoint, dur.add)
+	ap.onIdle = reader.Consumed
 	ap.watch(shapes, &guard{e: e})
 	wg.Add(1)
 	go func() { defer wg.Done(); e.watchSchema(ctx, ap.guard, shapes, end) }()
 	err := e.applyLoop(ctx, ap, events, reader.Release, readErr)
+	var cu *commitUnknown
+	if errors.As(err, &cu) {
+		e.unsure = &unsureGroup{epoch: meta.Epoch, pos: cu.pos, txns: cu.txns}
+	}
 	if errors.Is(context.Cause(ctx), errReload) {
 		err = errReload
 	}
@@ -780,8 +840,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 func (e *Engine) flushForShutdown(w *writer, d *durable) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err := w.conn.Exec(ctx, `BEGIN; SET LOCAL synchronous_commit = on; UPDATE repstream.meta SET updated_at = now(); COMMIT`)
-	if err != nil {
+	// A transaction left open holds part of a source transaction (a spill
+	// or a TRUNCATE): it is rolled back, never committed with the flush.
+	if err := w.flush(ctx); err != nil {
 		e.log.Warn("could not flush the store on the way out; the slot confirms less, and the rest is applied again next time", "err", err)
 		return
 	}
@@ -808,6 +869,8 @@ func (e *Engine) applyLoop(ctx context.Context, ap *applier, events <-chan cdc.E
 		wait := time.Hour
 		if ap.grouping && ap.cur == nil {
 			wait = ap.cfg.MaxGroupDelay - time.Since(ap.groupStart)
+		} else if d, ok := ap.idleDue(); ok {
+			wait = d // an idle position waits to be stored
 		}
 		timer.Reset(max(wait, 0))
 		select {

@@ -38,43 +38,12 @@ func (r *recorder) Reset(m stream.Meta) {
 	r.resets = append(r.resets, m)
 }
 
+// startEngine starts an engine (see runEngine) and waits until it is ready.
 func startEngine(t *testing.T, url, name string, pub stream.Publisher, opts ...func(*stream.EngineConfig)) (*stream.Engine, func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cfg := stream.EngineConfig{
-		DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
-		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
-		Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	e, err := stream.NewEngine(ctx, cfg, pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for e.Readiness(context.Background()) != nil {
-		select {
-		case err := <-done:
-			t.Fatalf("engine stopped before it was ready: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("engine not ready after 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return e, func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine: %v", err)
-		}
-		e.Close()
-	}
+	e, stop := runEngine(t, url, name, pub, opts...)
+	waitReadyWithin(t, e, 30*time.Second)
+	return e, stop
 }
 
 func TestEngineFoldsEveryKindOfChange(t *testing.T) {

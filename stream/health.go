@@ -46,6 +46,7 @@ type problems struct {
 	mu     sync.Mutex
 	open   map[problemKey]Problem // guarded by mu
 	logged map[problemKey]time.Time
+	ready  func(context.Context) error // replaces Readiness for the metric; nil: Readiness
 }
 
 // Report opens (or refreshes) a problem: the pipeline is then not ready
@@ -125,6 +126,23 @@ func (e *Engine) repeatProblems(ctx context.Context) {
 	}
 }
 
+// SetReadiness replaces the definition of ready behind repstream_ready,
+// for a node whose /readyz means something else (one fed by the bus).
+func (e *Engine) SetReadiness(f func(context.Context) error) {
+	e.problems.mu.Lock()
+	defer e.problems.mu.Unlock()
+	e.problems.ready = f
+}
+
+func (e *Engine) readiness() func(context.Context) error {
+	e.problems.mu.Lock()
+	defer e.problems.mu.Unlock()
+	if e.problems.ready != nil {
+		return e.problems.ready
+	}
+	return e.Readiness
+}
+
 // readySlack is how much WAL the walsender may still have to decode while
 // the service counts as caught up: a moment's worth on a busy server.
 const readySlack = 16 << 20
@@ -157,7 +175,7 @@ func (e *Engine) Readiness(ctx context.Context) error {
 	if !st.Reader.CaughtUp {
 		return errors.New("catching up: received changes are not applied yet")
 	}
-	behind, err := e.walBehind(ctx)
+	behind, err := e.walBehind(ctx, st.Reader.ServerWALEnd)
 	if err != nil {
 		return err
 	}
@@ -167,15 +185,17 @@ func (e *Engine) Readiness(ctx context.Context) error {
 	return nil
 }
 
-// walBehind is how far the walsender of the slot is behind the server's flushed WAL.
-func (e *Engine) walBehind(ctx context.Context) (int64, error) {
+// walBehind is how far the walsender of the slot is behind the server's
+// flushed WAL. A role without pg_read_all_stats sees no sent_lsn: the
+// position the walsender last reported to the reader (sent) stands in.
+func (e *Engine) walBehind(ctx context.Context, sent LSN) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var behind *int64
 	err := e.pool.QueryRow(ctx, `
-SELECT (pg_current_wal_flush_lsn() - r.sent_lsn)::bigint
+SELECT (pg_current_wal_flush_lsn() - coalesce(r.sent_lsn, nullif($2::pg_lsn, '0/0')))::bigint
 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
-WHERE s.slot_name = $1`, e.cfg.Slot).Scan(&behind)
+WHERE s.slot_name = $1`, e.cfg.Slot, sent.String()).Scan(&behind)
 	switch {
 	case ctx.Err() != nil:
 		return 0, fmt.Errorf("the database does not answer within %s", readyTimeout)

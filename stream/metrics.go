@@ -91,7 +91,7 @@ func (m *engineMetrics) Collect(ch chan<- prometheus.Metric) {
 	g(m.connected, b(st.Reader.Connected))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	g(m.ready, b(m.e.Readiness(ctx) == nil))
+	g(m.ready, b(m.e.readiness()(ctx) == nil))
 	for _, p := range m.e.Problems() {
 		ch <- prometheus.MustNewConstMetric(m.problem, prometheus.GaugeValue, 1, p.Code, p.Source)
 	}

@@ -117,3 +117,57 @@ func restartMidStream(t *testing.T, async bool) {
 	streamtest.CheckLog(t, conn)
 	conn.Close(ctx)
 }
+
+// TestFirstStatusNeverConfirmsAnUnflushedCheckpoint: with async commits the
+// stored checkpoint may be visible before it is on disk. A session that
+// restarts (as after the process was killed) confirms the stored
+// checkpoint in its first status report, so it must flush the store first.
+func TestFirstStatusNeverConfirmsAnUnflushedCheckpoint(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn := streamtest.Connect(t, url)
+	streamtest.Exec(t, conn, streamtest.Schema)
+	// The WAL writer then leaves an async commit unflushed for seconds.
+	streamtest.Exec(t, conn, `ALTER SYSTEM SET wal_writer_delay = '10s'`)
+	streamtest.Exec(t, conn, `SELECT pg_reload_conf()`)
+	t.Cleanup(func() {
+		c, err := pgx.Connect(ctx, url)
+		if err == nil {
+			c.Exec(ctx, `ALTER SYSTEM RESET wal_writer_delay`) //nolint:errcheck
+			c.Exec(ctx, `SELECT pg_reload_conf()`)             //nolint:errcheck
+			c.Close(ctx)
+		}
+	})
+	e, stop := startEngine(t, url, name, &recorder{}, func(c *stream.EngineConfig) { c.AsyncCommit, c.Heartbeat = true, -1 })
+	defer stop()
+	for round := 0; round < 2; round++ {
+		streamtest.Exec(t, conn, `INSERT INTO reviews (seller_id, rating) VALUES (1, 5)`)
+		streamtest.WaitConverged(t, conn, 20*time.Second)
+		var stored, checkpoint string
+		if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text, (SELECT checkpoint_lsn::text FROM repstream.meta)`).Scan(&stored, &checkpoint); err != nil {
+			t.Fatal(err)
+		}
+		restarts := e.Status().Restarts
+		streamtest.Exec(t, conn, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = current_database() AND application_name LIKE 'repstream%' AND pid <> pg_backend_pid()`)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var confirmed, flushed bool
+			err := conn.QueryRow(ctx, `SELECT confirmed_flush_lsn >= $3::pg_lsn, pg_current_wal_flush_lsn() >= $2::pg_lsn
+FROM pg_replication_slots WHERE slot_name = $1`, name, stored, checkpoint).Scan(&confirmed, &flushed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if confirmed && e.Status().Restarts > restarts {
+				if !flushed {
+					t.Fatalf("round %d: the slot confirmed the stored checkpoint while the store's commit (before %s) was not flushed", round, stored)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: the slot never confirmed the stored checkpoint", round)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}

@@ -15,9 +15,9 @@ import (
 type LSN = pglogrepl.LSN
 
 // ParseLSN reads a cursor in pg_lsn text form, exactly
-// ^[0-9A-F]{1,8}/[0-9A-F]{1,8}$ (hex digits in either case, as the JS client
-// and Postgres take them): no spaces, no trailing bytes, no half wider than
-// 32 bits.
+// ^[0-9A-F]{1,8}/[0-9A-F]{1,8}$, as Postgres prints it and the JS client
+// reads it: upper-case hex, no spaces, no trailing bytes, no half wider
+// than 32 bits.
 func ParseLSN(s string) (LSN, error) {
 	hi, lo, ok := strings.Cut(s, "/")
 	if !ok {
@@ -44,8 +44,6 @@ func parseHex32(s string) (uint32, bool) {
 			v = v<<4 | uint32(c-'0')
 		case c >= 'A' && c <= 'F':
 			v = v<<4 | uint32(c-'A'+10)
-		case c >= 'a' && c <= 'f':
-			v = v<<4 | uint32(c-'a'+10)
 		default:
 			return 0, false
 		}

@@ -60,6 +60,41 @@ func (s *Store) SourcesHash(ctx context.Context) (string, error) {
 	return h, err
 }
 
+// epochMarks is what the store records about how its state was derived,
+// besides Meta. It is read in the same query as Meta, so a failed read is
+// an error to retry, never a difference that starts an epoch.
+type epochMarks struct {
+	SourcesHash string
+	// ShapeHash is nil when an older version wrote the store.
+	ShapeHash *string
+	// Reload is non-nil while a reload that touched the slot has not committed.
+	Reload *string
+}
+
+// metaAndMarks reads Meta and the epoch marks; ErrNoMeta before the first load.
+func (s *Store) metaAndMarks(ctx context.Context) (Meta, epochMarks, error) {
+	var m Meta
+	var k epochMarks
+	err := s.pool.QueryRow(ctx, `SELECT `+metaCols+`, sources_hash, shape_hash, reload_reason FROM repstream.meta`).Scan(
+		&m.Epoch, &m.Slot, &m.SystemID, &m.Timeline, &m.Checkpoint, &m.LogFrom, &m.LoadedAt, &k.SourcesHash, &k.ShapeHash, &k.Reload)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return m, k, ErrNoMeta
+	}
+	if err != nil {
+		return m, k, fmt.Errorf("stream: read meta: %w", err)
+	}
+	return m, k, nil
+}
+
+// setTimeline records that the state's history continues on a promoted
+// server's timeline.
+func (s *Store) setTimeline(ctx context.Context, tli int32) error {
+	if _, err := s.pool.Exec(ctx, `UPDATE repstream.meta SET timeline = $1, updated_at = now()`, tli); err != nil {
+		return fmt.Errorf("stream: record timeline %d: %w", tli, err)
+	}
+	return nil
+}
+
 const stateCols = `subject, count, sum_micro, mean, bayes, hist, version, lsn, updated_at`
 
 func scanState(row pgx.Row) (State, error) {

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/repstream/repstream/cdc"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/repstream/repstream/cdc"
 )
 
 // writer owns the dedicated connection every store write goes through: one
@@ -38,15 +39,109 @@ func newWriter(ctx context.Context, databaseURL string, async bool) (*writer, er
 	}
 	RegisterTypes(ctx, conn) //nolint:errcheck // never fails
 	w := &writer{conn: conn, async: async}
-	if w.async {
-		// A commit need not wait for its fsync: the slot is confirmed only
-		// once the WAL is flushed past it (see Engine.durable).
-		if _, err := conn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
-			conn.Close(ctx)
-			return nil, fmt.Errorf("stream: prepare store writer: %w", err)
-		}
+	// A commit need not wait for its fsync in async mode: the slot is
+	// confirmed only once the WAL is flushed past it (see Engine.durable).
+	// Otherwise the slot is confirmed as soon as a commit returns, so the
+	// commit must be on disk whatever the server, database or role sets
+	// (a stronger remote_* setting is kept).
+	set := `SET synchronous_commit = off`
+	if !async {
+		set = `SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'`
+	}
+	if _, err := conn.Exec(ctx, set); err != nil {
+		conn.Close(ctx)
+		return nil, fmt.Errorf("stream: prepare store writer: %w", err)
 	}
 	return w, nil
+}
+
+// slotLockClass is the first key of the advisory lock that one replicator
+// of a slot holds across load and stream.
+const slotLockClass = 0x72707374 // "rpst"
+
+// lockSlot takes, for the writer's session, the advisory lock of the slot:
+// during a load the slot is inactive, and a second replicator must wait
+// instead of dropping it. It fails with cdc.ErrSlotInUse when another holds it.
+func (w *writer) lockSlot(ctx context.Context, slot string) error {
+	var ok bool
+	var pid *int32
+	err := w.conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext($2)),
+       (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid = $1::int::oid AND objid = hashtext($2)::oid AND objsubid = 2 AND pid <> pg_backend_pid() LIMIT 1)`,
+		int32(slotLockClass), slot).Scan(&ok, &pid)
+	if err != nil {
+		return fmt.Errorf("stream: lock slot %s: %w", slot, err)
+	}
+	if !ok {
+		holder := "another session"
+		if pid != nil {
+			holder = fmt.Sprintf("PID %d", *pid)
+		}
+		return fmt.Errorf("%w: slot %s is being loaded or streamed by another repstream (%s holds its lock)", cdc.ErrSlotInUse, slot, holder)
+	}
+	return nil
+}
+
+// slotLockHolder is the backend holding the slot's lock (see lockSlot), 0
+// when none does.
+func slotLockHolder(ctx context.Context, q cdc.Querier, slot string) (int32, error) {
+	var pid *int32
+	err := q.QueryRow(ctx, `SELECT (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted
+    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND classid = $1::int::oid AND objid = hashtext($2)::oid AND objsubid = 2 LIMIT 1)`, int32(slotLockClass), slot).Scan(&pid)
+	if err != nil {
+		return 0, fmt.Errorf("stream: look up the lock of slot %s: %w", slot, err)
+	}
+	if pid == nil {
+		return 0, nil
+	}
+	return *pid, nil
+}
+
+// durableExec runs sql in a transaction that commits synchronously, also in
+// async mode: it returns once that commit, and all WAL before it, is on disk.
+func (w *writer) durableExec(ctx context.Context, sql string, args ...any) error {
+	w.rollback(ctx)
+	tx, err := w.conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // after Commit: a no-op
+	if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// markReload records, durably, that a reload is about to touch the slot;
+// only the load's own commit clears it (see reset). The first reason stays.
+func (w *writer) markReload(ctx context.Context, reason string) error {
+	if err := w.durableExec(ctx, `UPDATE repstream.meta SET reload_reason = coalesce(reload_reason, $1), updated_at = now()`, reason); err != nil {
+		return fmt.Errorf("stream: mark the reload in the store: %w", err)
+	}
+	return nil
+}
+
+// flush makes every commit before it durable: the stored checkpoint a
+// session starts from may come from an async commit not yet on disk, and
+// the reader's first status report confirms it to the slot.
+func (w *writer) flush(ctx context.Context) error {
+	if err := w.durableExec(ctx, `UPDATE repstream.meta SET updated_at = now()`); err != nil {
+		return fmt.Errorf("stream: flush the store: %w", err)
+	}
+	return nil
+}
+
+// setShape records the shape fingerprint in a store an older version
+// wrote, and raises its checkpoint to where that version confirmed the slot.
+func (w *writer) setShape(ctx context.Context, shape string, checkpoint LSN) error {
+	if err := w.durableExec(ctx, `UPDATE repstream.meta SET shape_hash = $1, checkpoint_lsn = greatest(checkpoint_lsn, $2)`, shape, checkpoint); err != nil {
+		return fmt.Errorf("stream: record the shape fingerprint: %w", err)
+	}
+	return nil
 }
 
 func (w *writer) close(ctx context.Context) {
@@ -500,15 +595,15 @@ func (w *writer) scanSource(ctx context.Context, source int16, fn func(vals []*s
 }
 
 // reset empties the derived state for a new epoch and records its meta.
-func (w *writer) reset(ctx context.Context, m Meta, sourcesHash string) error {
+func (w *writer) reset(ctx context.Context, m Meta, sourcesHash, shapeHash string) error {
 	_, err := w.tx.Exec(ctx, `
 TRUNCATE repstream.subjects, repstream.deltas, repstream.rows;
 DELETE FROM repstream.meta;`)
 	if err != nil {
 		return fmt.Errorf("stream: clear state for a new epoch: %w", err)
 	}
-	_, err = w.tx.Exec(ctx, `INSERT INTO repstream.meta (epoch, slot, system_id, timeline, sources_hash, checkpoint_lsn, log_from_lsn, loaded_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, m.Epoch, m.Slot, m.SystemID, m.Timeline, sourcesHash, m.Checkpoint, m.LogFrom, m.LoadedAt)
+	_, err = w.tx.Exec(ctx, `INSERT INTO repstream.meta (epoch, slot, system_id, timeline, sources_hash, shape_hash, checkpoint_lsn, log_from_lsn, loaded_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`, m.Epoch, m.Slot, m.SystemID, m.Timeline, sourcesHash, shapeHash, m.Checkpoint, m.LogFrom, m.LoadedAt)
 	if err != nil {
 		return fmt.Errorf("stream: record new epoch: %w", err)
 	}

@@ -3,6 +3,8 @@ package stream
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -128,5 +130,91 @@ func TestFailedGroupLeavesNothingAndWriterGoesOn(t *testing.T) {
 		if got := count(fmt.Sprintf(`SELECT count(*) FROM repstream.rows WHERE key IN ('ok%d', 'next%d')`, n, n)); got != 2 {
 			t.Errorf("%d deltas: %d of the 2 good groups' shadow rows stored", n, got)
 		}
+	}
+}
+
+// TestWriterCommitsSynchronously: in the default mode the slot is confirmed
+// as soon as a store commit returns, so the writer's commits wait for their
+// fsync even where the server, database or role turned synchronous_commit
+// off; a stronger remote_* setting is kept, and async mode turns it off.
+func TestWriterCommitsSynchronously(t *testing.T) {
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	if err := migrations.Up(url); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	for _, c := range []struct {
+		database string
+		async    bool
+		want     string
+	}{
+		{"off", false, "on"},
+		{"local", false, "local"},
+		{"remote_apply", false, "remote_apply"},
+		{"on", true, "off"},
+	} {
+		if _, err := admin.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %q SET synchronous_commit = %s`, name, c.database)); err != nil {
+			t.Fatal(err)
+		}
+		w, err := newWriter(ctx, url, c.async)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = w.conn.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&got)
+		w.close(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != c.want {
+			t.Errorf("database synchronous_commit=%s, async=%v: the writer runs with %s, want %s", c.database, c.async, got, c.want)
+		}
+	}
+}
+
+// TestShutdownNeverCommitsAHalfAppliedTransaction: on the way out in async
+// mode the store is flushed so the slot can be confirmed; a transaction the
+// writer left open holds part of a source transaction (a spill or a
+// TRUNCATE) and must be rolled back, not committed by that flush.
+func TestShutdownNeverCommitsAHalfAppliedTransaction(t *testing.T) {
+	url, _ := localpg.NewDatabase(t)
+	ctx := context.Background()
+	if err := migrations.Up(url); err != nil {
+		t.Fatal(err)
+	}
+	w, err := newWriter(ctx, url, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close(ctx)
+	if _, err := w.conn.Exec(ctx, `INSERT INTO repstream.meta (epoch, system_id, timeline, slot, sources_hash, checkpoint_lsn, log_from_lsn) VALUES ('e', 's', 1, 'x', 'h', '0/10', '0/10')`); err != nil {
+		t.Fatal(err)
+	}
+	// A spill of a half-read source transaction.
+	if err := w.begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.writeRows(ctx, map[rowKey]shadowRow{{1, "k"}: {vals: []*string{nil}}}); err != nil {
+		t.Fatal(err)
+	}
+	var confirmed LSN
+	d := &durable{confirm: func(l LSN) { confirmed = l }, wake: make(chan struct{}, 1)}
+	d.add(0x20, 1) // a group committed before, waiting for its flush
+	e := &Engine{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	e.flushForShutdown(w, d)
+	if confirmed != 0x20 {
+		t.Errorf("confirmed %s after the flush, want 0/20", confirmed)
+	}
+	var n int
+	if err := w.conn.QueryRow(ctx, `SELECT count(*) FROM repstream.rows`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("the shutdown flush committed %d shadow rows of a half-applied source transaction", n)
 	}
 }

@@ -170,10 +170,10 @@ export const STATUS = Object.freeze({
 const BOARD_ORDERS = new Set(['bayes', 'mean', 'count']);
 
 const MASK32 = 0xffffffffn;
-const LSN_RE = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/;
+const LSN_RE = /^([0-9A-F]{1,8})\/([0-9A-F]{1,8})$/;
 
 /**
- * Parses a cursor in pg_lsn text form ("X/Y", hex) into a 64-bit BigInt (X<<32 | Y).
+ * Parses a cursor in pg_lsn text form ("X/Y", upper-case hex, as Postgres prints it) into a 64-bit BigInt (X<<32 | Y).
  * @param {string} text
  * @returns {bigint}
  */

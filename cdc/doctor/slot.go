@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/repstream/repstream/cdc"
@@ -17,6 +18,9 @@ import (
 type meta struct {
 	epoch, slot, systemID, hash, checkpoint string
 	loadedAt                                time.Time
+	timeline                                int32
+	reload                                  *string // a reload started and did not commit
+	shapeKnown                              bool    // written by a version that stores idle positions before confirming them
 }
 
 // readMeta returns repstream's checkpoint row; ok=false when there is none.
@@ -29,8 +33,11 @@ func (r *run) readMeta(ctx context.Context) (m meta, ok bool, err error) {
 	if !exists {
 		return m, false, nil
 	}
-	err = r.store.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at FROM repstream.meta`).
-		Scan(&m.epoch, &m.slot, &m.systemID, &m.hash, &m.checkpoint, &m.loadedAt)
+	// Columns of later migrations are read through to_jsonb: a store not yet
+	// migrated lacks them.
+	err = r.store.QueryRow(ctx, `SELECT epoch, slot, system_id, sources_hash, checkpoint_lsn::text, loaded_at, timeline,
+       to_jsonb(m)->>'reload_reason', to_jsonb(m)->>'shape_hash' IS NOT NULL FROM repstream.meta m`).
+		Scan(&m.epoch, &m.slot, &m.systemID, &m.hash, &m.checkpoint, &m.loadedAt, &m.timeline, &m.reload, &m.shapeKnown)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return m, false, nil
 	}
@@ -149,15 +156,23 @@ func (r *run) checkEpoch(ctx context.Context) (keep bool, err error) {
 		return false, nil
 	}
 	reason := ""
+	checkpoint, _ := pglogrepl.ParseLSN(m.checkpoint)
 	switch {
+	case m.reload != nil:
+		reason = fmt.Sprintf("a reload did not finish (it started because %s)", *m.reload)
 	case r.sys != nil && m.systemID != r.sys.ID:
 		reason = fmt.Sprintf("the database was replaced (system id %s, checkpoint's %s)", r.sys.ID, m.systemID)
+	case r.sys != nil && m.timeline != r.sys.Timeline:
+		reason = fmt.Sprintf("the server's timeline changed (%d, checkpoint's %d)", r.sys.Timeline, m.timeline)
 	case m.slot != name:
 		reason = fmt.Sprintf("the slot changed (%s, checkpoint's %s)", name, m.slot)
 	case !r.slotOK:
 		reason = fmt.Sprintf("slot %s is gone (dropped, or invalidated); changes since %s are lost to it", name, m.checkpoint)
 	case r.slot.WALStatus == "lost":
 		reason = fmt.Sprintf("slot %s lost required WAL", name)
+	case m.shapeKnown && r.slot.ConfirmedFlushLSN > checkpoint:
+		reason = fmt.Sprintf("slot %s was advanced or re-created behind repstream's back (confirmed_flush_lsn %s, checkpoint %s): the changes in between were skipped",
+			name, r.slot.ConfirmedFlushLSN, m.checkpoint)
 	case strings.HasPrefix(m.hash, "stopped:"):
 		reason = fmt.Sprintf("a source stopped while serving (%s: its table changed under it) and is reloaded once the catalog serves it again", strings.TrimPrefix(m.hash, "stopped:"))
 	case r.rules != nil && strings.Split(m.hash, "/")[0] != stream.Fingerprint(r.rules, r.in.Prior):

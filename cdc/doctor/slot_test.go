@@ -232,6 +232,24 @@ func TestEpoch(t *testing.T) {
 		t.Errorf("epoch: %s", ch.Message)
 	}
 	expectExit(t, rep, doctor.ExitOK)
+
+	// What the engine checks besides (stream.Engine.epochReason).
+	sqlExec(t, dbURL, `DELETE FROM repstream.meta`)
+	writeMeta(t, dbURL, "slot1", prior)
+	for _, c := range []struct{ sql, want string }{
+		{`UPDATE repstream.meta SET reload_reason = 'the slot is gone'`, "a reload did not finish (it started because the slot is gone)"},
+		{`UPDATE repstream.meta SET timeline = timeline + 1`, "the server's timeline changed"},
+		{`UPDATE repstream.meta SET shape_hash = 'x', checkpoint_lsn = '0/1'`, "was advanced or re-created behind repstream's back"},
+	} {
+		sqlExec(t, dbURL, c.sql)
+		rep = doctor.Run(ctx(t), in)
+		ch = expect(t, rep, "epoch", doctor.Warn)
+		if !strings.Contains(ch.Message, c.want) {
+			t.Errorf("after %s: epoch: %s", c.sql, ch.Message)
+		}
+		sqlExec(t, dbURL, `DELETE FROM repstream.meta`)
+		writeMeta(t, dbURL, "slot1", prior)
+	}
 }
 
 // A slot past max_slot_wal_keep_size loses its WAL: wal_status = lost fails.

@@ -174,6 +174,20 @@ func (r *run) checkSelect(ctx context.Context, i int) error {
 		r.add("role.usage"+sfx, Fail, fmt.Sprintf("role %s has no USAGE on schema %s, so it cannot read %s (whatever its table privileges)", r.role.name, t.Schema, t),
 			fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", quoteIdent(t.Schema), quoteIdent(r.role.name)))
 	}
+	// Row-level security would hide rows from the snapshot, not from the
+	// stream: serve refuses the load (source_not_readable).
+	var rls bool
+	err := r.conn.QueryRow(ctx, `
+SELECT c.relrowsecurity AND NOT (SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user)
+       AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE'))
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2`, t.Schema, t.Name).Scan(&rls)
+	if err != nil {
+		return fmt.Errorf("check row-level security on %s: %w", t, err)
+	}
+	if rls {
+		r.add("role.rls"+sfx, Fail, fmt.Sprintf("row-level security on %s applies to role %s: the snapshot would miss rows the stream then sees, so serve refuses the load", t, r.role.name),
+			fmt.Sprintf("ALTER ROLE %s BYPASSRLS; -- or ALTER TABLE %s DISABLE ROW LEVEL SECURITY;", quoteIdent(r.role.name), t.Qualified()))
+	}
 	if ts.CanSelect {
 		r.add("role.select"+sfx, OK, fmt.Sprintf("role %s can SELECT from %s (the initial load needs it; revoking it would not stop replication of %s, removing the table from the publication would)", r.role.name, t, t), "")
 		return nil
@@ -186,7 +200,7 @@ func (r *run) checkSelect(ctx context.Context, i int) error {
 		}
 	}
 	var denied []string
-	err := r.conn.QueryRow(ctx, `
+	err = r.conn.QueryRow(ctx, `
 SELECT coalesce(array(SELECT col FROM unnest($2::text[]) col WHERE NOT has_column_privilege($1::regclass, col, 'SELECT')), '{}')`,
 		t.Qualified(), cols).Scan(&denied)
 	if err != nil {

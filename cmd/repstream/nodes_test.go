@@ -368,6 +368,10 @@ func TestNodesReplicatorKilled(t *testing.T) {
 				w.converged(t, c.conn, 60*time.Second)
 				t.Logf("%s: %d deltas, stats %+v", w.name, w.deltas(), w.c.Stats())
 			}
+			// A serve node's repstream_ready says what its /readyz says.
+			if v := scrape(t, "http://"+a1).value(t, "repstream_ready"); v != 1 {
+				t.Errorf("serve node: repstream_ready = %v while /readyz serves, want 1", v)
+			}
 		})
 	}
 }

@@ -98,6 +98,7 @@ func runService(ctx context.Context, cfg *Config, log *slog.Logger, ready func(*
 	}
 	defer auth.Close()
 	readyFn := readiness(engine, bus != nil)
+	engine.SetReadiness(readyFn) // repstream_ready says what /readyz says
 	srv, err := api.NewServer(api.Options{
 		Config: cfg.API, Auth: auth, Log: engine.Store(), Bus: bus,
 		Follow:     hub.FollowConfig{Poll: cfg.Bus.PollInterval, Check: cfg.Bus.CheckInterval},
@@ -239,6 +240,9 @@ func readiness(e *stream.Engine, bus bool) func(context.Context) error {
 		return e.Readiness
 	}
 	return func(ctx context.Context) error {
+		if ps := e.Problems(); len(ps) > 0 {
+			return errors.New(ps[0].String())
+		}
 		ctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		defer cancel()
 		if _, err := e.Store().Meta(ctx); err != nil {

@@ -63,7 +63,7 @@ describe('LSN', () => {
     assert.equal(parseLSN('0/16B3748'), 0x16b3748n);
     assert.equal(parseLSN('1/0'), 1n << 32n);
     assert.equal(parseLSN('FFFFFFFF/FFFFFFFF'), 0xffffffffffffffffn);
-    assert.equal(parseLSN('a/b'), (10n << 32n) | 11n);
+    assert.equal(parseLSN('A/B'), (10n << 32n) | 11n);
   });
   test('formats upper-case and round-trips', () => {
     assert.equal(formatLSN(0x16b3748n), '0/16B3748');
@@ -74,10 +74,9 @@ describe('LSN', () => {
     assert.equal(compareLSN('1/0', '0/FFFFFFFF'), 1);
     assert.equal(compareLSN('A/0', '10/0'), -1); // "A/0" > "10/0" as strings
     assert.equal(compareLSN('0/9', '0/10'), -1); // "0/9" > "0/10" as strings
-    assert.equal(compareLSN('0/16B3748', '0/16b3748'), 0);
   });
   test('rejects malformed cursors', () => {
-    for (const bad of ['', '0', '0/', '/0', '0/0/0', 'G/0', '123456789/0', ' 0/0', 42, null]) {
+    for (const bad of ['', '0', '0/', '/0', '0/0/0', 'G/0', '0/16b3748', '123456789/0', ' 0/0', 42, null]) {
       assert.throws(() => parseLSN(/** @type {any} */ (bad)), RangeError, String(bad));
     }
   });
