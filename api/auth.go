@@ -20,6 +20,7 @@ import (
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/repstream/repstream/api/wire"
 	"github.com/repstream/repstream/stream"
 )
 
@@ -119,6 +120,10 @@ type Claims struct {
 	// Subjects lists the subjects, or prefixes ending in "*", the bearer
 	// may read ("*" is everything).
 	Subjects []string `json:"subjects"`
+	// Boards lists prefixes whose leaderboard (a subscribe with top) the
+	// bearer may read without a grant of every subject under them: the
+	// top N of all sellers for a token of one seller.
+	Boards []string `json:"boards,omitempty"`
 }
 
 // Grant is what a verified token allows.
@@ -134,6 +139,9 @@ type Grant struct {
 	// Admin admits the bearer to /v1/status (the auth.admin_claim claim is
 	// true, or insecure mode).
 	Admin bool
+	// Boards are the prefixes of the boards claim: their leaderboards
+	// are granted.
+	Boards []string
 }
 
 // Allows reports whether the grant covers subject.
@@ -175,6 +183,24 @@ func (g *Grant) AllowsSelector(sel stream.Selector) (bool, string) {
 		}
 	}
 	return true, ""
+}
+
+// AllowsBoard reports whether the grant covers the leaderboard of prefix:
+// the whole prefix is granted, or the boards claim names it exactly.
+func (g *Grant) AllowsBoard(prefix string) bool {
+	return g.AllowsPrefix(prefix) || slices.Contains(g.Boards, prefix)
+}
+
+// allowsRequest checks a subscribe: a leaderboard (top or order given)
+// against AllowsBoard, else its selector.
+func (g *Grant) allowsRequest(m wire.ClientMessage) (bool, string) {
+	if m.Top > 0 || m.Order != "" {
+		if !g.AllowsBoard(m.Prefix) {
+			return false, "leaderboard of " + m.Prefix + "*"
+		}
+		return true, ""
+	}
+	return g.AllowsSelector(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
 }
 
 // AuthError is a refused token. Reason is a short metric label.
@@ -350,6 +376,11 @@ func (a *Authenticator) Verify(token string) (*Grant, error) {
 	g := &Grant{Admin: c.admin} // Subjects is made for the first exact subject: most grants have none
 	if c.ExpiresAt != nil {
 		g.Expires = c.ExpiresAt.Time
+	}
+	for _, p := range c.Boards {
+		if p != "" {
+			g.Boards = append(g.Boards, p)
+		}
 	}
 	for _, s := range c.Subjects {
 		switch {

@@ -24,6 +24,9 @@ type Config struct {
 	// MaxSubjects bounds the subjects and prefixes one connection's
 	// subscriptions name together. Zero means 10000.
 	MaxSubjects int `yaml:"max_subjects"`
+	// MaxBoardTop bounds a leaderboard subscription's top; a larger one is
+	// answered with error bad_request. Zero means 100.
+	MaxBoardTop int `yaml:"max_board_top"`
 	// AllowedOrigins lists the browser origins (scheme://host[:port]) that
 	// may open a WebSocket; "*" allows any. Empty means same host only.
 	// Requests without an Origin header (non-browser clients) are allowed.
@@ -115,6 +118,7 @@ func (c Config) HubConfig() hub.Config {
 		Heartbeat:        c.Heartbeat,
 		MaxSubscriptions: c.MaxSubscriptions,
 		MaxSubjects:      c.MaxSubjects,
+		MaxBoardTop:      c.MaxBoardTop,
 	}
 }
 
@@ -132,6 +136,7 @@ func (c Config) Validate() error {
 		neg("max_connections", int64(c.MaxConnections)),
 		neg("max_subscriptions", int64(c.MaxSubscriptions)),
 		neg("max_subjects", int64(c.MaxSubjects)),
+		neg("max_board_top", int64(c.MaxBoardTop)),
 		neg("heartbeat", int64(c.Heartbeat)),
 		neg("pong_timeout", int64(c.PongTimeout)),
 		neg("hello_timeout", int64(c.HelloTimeout)),

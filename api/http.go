@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/go-chi/chi/v5"
@@ -95,16 +96,19 @@ type listJSON struct {
 	More  *bool  `json:"more,omitempty"`
 }
 
+// boardAllowed tells whether a grant of prefix's leaderboard (the boards
+// claim) covers a list request: what a leaderboard subscription could show,
+// a ranking by bayes, mean or count of at most api.max_board_top.
+func (s *Server) boardAllowed(g *Grant, prefix string, order stream.Order, limit int) bool {
+	return slices.Contains(g.Boards, prefix) && order != stream.OrderUpdatedAt && limit <= s.hub.Config().MaxBoardTop
+}
+
 // GET /v1/subjects?prefix=&order=&limit=
 func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	prefix := q.Get("prefix")
 	if prefix == "" {
 		writeError(w, http.StatusBadRequest, wire.CodeBadRequest, "prefix is required, e.g. ?prefix=seller:")
-		return
-	}
-	if !grantFrom(r.Context()).AllowsPrefix(prefix) {
-		s.forbidden(w, "prefix "+strconv.Quote(prefix))
 		return
 	}
 	order := stream.Order(q.Get("order"))
@@ -118,6 +122,10 @@ func (s *Server) listSubjects(w http.ResponseWriter, r *http.Request) {
 	}
 	limit, ok := s.limitParam(w, r, 50)
 	if !ok {
+		return
+	}
+	if g := grantFrom(r.Context()); !g.AllowsPrefix(prefix) && !s.boardAllowed(g, prefix, order, limit) {
+		s.forbidden(w, "prefix "+strconv.Quote(prefix))
 		return
 	}
 	sel := stream.Selector{Prefix: prefix}

@@ -496,7 +496,7 @@ func (ss *session) handle(b []byte) bool {
 	}
 	if m.Type == wire.TypeSubscribe {
 		// The subjects claim is checked here, once per subscribe.
-		if ok, what := grant.AllowsSelector(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix}); !ok {
+		if ok, what := grant.allowsRequest(m); !ok {
 			s.m.authFailures.WithLabelValues("forbidden").Inc()
 			ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeForbidden, "the token does not cover "+strconv.Quote(truncate(what, 100))))
 			return true
@@ -542,7 +542,10 @@ func (ss *session) authenticated(g *Grant) bool {
 // revoke stops the subscriptions a refreshed grant no longer covers, each
 // answered with error forbidden for its id.
 func (ss *session) revoke(g *Grant) {
-	ids := ss.hc.Revoke(func(sel stream.Selector) bool {
+	ids := ss.hc.Revoke(func(sel stream.Selector, board bool) bool {
+		if board {
+			return g.AllowsBoard(sel.Prefix)
+		}
 		ok, _ := g.AllowsSelector(sel)
 		return ok
 	})
@@ -662,11 +665,18 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 	s := ss.srv
 	switch m.Type {
 	case wire.TypeUnsubscribe:
-		ss.hc.Unsubscribe(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
+		if m.Top > 0 || m.Order != "" {
+			ss.hc.UnsubscribeBoard(m.Prefix, stream.Order(m.Order))
+		} else {
+			ss.hc.Unsubscribe(stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix})
+		}
 		ss.hc.Enqueue(ss.codec.Unsubscribed(m.ID))
 	case wire.TypeSubscribe:
 		req := hub.Request{ID: m.ID, Sel: stream.Selector{Subjects: m.Subjects, Prefix: m.Prefix},
 			Epoch: m.Epoch, Throttle: s.cfg.throttle(m.ThrottleMs), Waiting: ss.detach}
+		if m.Top > 0 || m.Order != "" {
+			req.Board = &hub.BoardRequest{Top: int(min(m.Top, 1<<30)), Order: stream.Order(m.Order)}
+		}
 		if m.HasSince && m.Since != "" {
 			lsn, err := stream.ParseLSN(m.Since)
 			if err != nil {
@@ -680,7 +690,7 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 		// is registered, so a refresh racing it cannot miss it (revoke
 		// sees it registered, or this sees the new grant).
 		g := ss.currentGrant()
-		if ok, what := g.AllowsSelector(req.Sel); !ok {
+		if ok, what := g.allowsRequest(m); !ok {
 			ss.hc.Enqueue(ss.codec.Error(m.ID, wire.CodeForbidden, "the token does not cover "+strconv.Quote(truncate(what, 100))))
 			return
 		}

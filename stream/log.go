@@ -68,6 +68,13 @@ const (
 	OrderUpdatedAt Order = "updated_at"
 )
 
+// Move is one subject's change of rank on a leaderboard, for animation.
+// A rank is 1-based; 0 means off the board (entered, or left).
+type Move struct {
+	Subject  string
+	From, To int
+}
+
 // Log is the durable store's read side, used for catch-up and queries. It is
 // safe for concurrent use.
 type Log interface {

@@ -54,6 +54,10 @@ const ui = {
   detail: $('#detail'),
   alerts: $('#alerts'),
   alertsEmpty: $('#alerts-empty'),
+  topPrefix: $('[data-testid="top-prefix"]'),
+  topOrder: /** @type {HTMLSelectElement} */ ($('#top-order')),
+  topList: $('#top-list'),
+  topEmpty: $('#top-empty'),
 };
 
 // ---- token ---------------------------------------------------------------------
@@ -224,6 +228,65 @@ function subscribeBoard() {
     },
   });
   schedule();
+}
+
+// ---- top panel: a leaderboard the server ranks ----------------------------------
+
+const TOP_PANEL = 10;
+/** @type {Subscription|null} */
+let topSub = null;
+
+/**
+ * Subscribes the top panel: the server keeps the ranking of the whole prefix
+ * and sends the first TOP_PANEL entries when they change (no need to hold
+ * every subject, and a token with a `boards` claim for the prefix suffices).
+ */
+function subscribeTop() {
+  topSub?.unsubscribe();
+  ui.topPrefix.textContent = ui.prefix.value;
+  ui.topList.replaceChildren();
+  ui.topEmpty.textContent = 'Waiting for the leaderboard…';
+  ui.topEmpty.hidden = false;
+  topSub = client.subscribe({
+    prefix: ui.prefix.value,
+    top: TOP_PANEL,
+    order: /** @type {'bayes'|'mean'|'count'} */ (ui.topOrder.value),
+    throttleMs: Number(ui.throttle.value),
+    onBoard: renderTop,
+    onError(err) {
+      ui.topList.replaceChildren();
+      ui.topEmpty.textContent = `Leaderboard unavailable (${err.code}).`;
+      ui.topEmpty.hidden = false;
+    },
+  });
+}
+
+/** @param {import('./repstream.js').BoardUpdate} b */
+function renderTop(b) {
+  /** @type {Map<string, import('./repstream.js').BoardMove>} */
+  const moved = new Map(b.moves.map((m) => [m.subject, m]));
+  const items = b.entries.map((e) => {
+    const li = document.createElement('li');
+    li.dataset.subject = e.subject;
+    li.dataset.rank = String(e.rank);
+    const m = moved.get(e.subject);
+    const dir = !m ? '' : m.from === null ? 'new' : m.to !== null && m.to < m.from ? 'up' : 'down';
+    if (dir) li.dataset.move = dir;
+    const value = b.order === 'count' ? String(e.count) : (b.order === 'mean' ? e.mean : e.bayes).toFixed(3);
+    for (const [cls, text] of [['rank', String(e.rank)], ['subject', e.subject], ['num', value],
+      ['move', dir === 'up' ? '▲' : dir === 'down' ? '▼' : dir === 'new' ? '•' : '']]) {
+      const span = document.createElement('span');
+      span.className = cls;
+      span.textContent = text;
+      li.append(span);
+    }
+    li.addEventListener('click', () => select(e.subject));
+    return li;
+  });
+  ui.topList.replaceChildren(...items);
+  ui.topList.dataset.lsn = b.lsn;
+  ui.topEmpty.textContent = `No ${ui.prefix.value} subjects yet.`;
+  ui.topEmpty.hidden = items.length > 0;
 }
 
 /** @param {string} subject */
@@ -782,11 +845,14 @@ setInterval(() => {
 ui.prefix.addEventListener('change', () => {
   savePrefs();
   subscribeBoard();
+  subscribeTop();
 });
 ui.throttle.addEventListener('change', () => {
   savePrefs();
   subscribeBoard();
+  subscribeTop();
 });
+ui.topOrder.addEventListener('change', subscribeTop);
 ui.threshold.addEventListener('input', () => {
   const v = Number(ui.threshold.value);
   if (ui.threshold.value !== '' && Number.isFinite(v) && v >= 0) {
@@ -799,6 +865,7 @@ ui.threshold.addEventListener('input', () => {
 
 if (!token) showTokenForm('No token in the link: paste one, or wait if this server needs none.');
 subscribeBoard();
+subscribeTop();
 client.connect();
 
 // for debugging from the console

@@ -188,9 +188,41 @@ interface SubscribeCommon {
   onError?: (err: RepstreamError, sub: Subscription) => void;
 }
 
+export type BoardOrder = 'bayes' | 'mean' | 'count';
+
+/** a leaderboard entry: the subject's state and its rank (1 first) */
+export type BoardEntry = State & { rank: number };
+
+export interface BoardMove {
+  subject: string;
+  /** previous rank, null if it entered the board */
+  from: number | null;
+  /** new rank, null if it left the board */
+  to: number | null;
+}
+
+export interface BoardUpdate {
+  /** the board is exact at this position (now the cursor) */
+  lsn: string;
+  order: BoardOrder;
+  /** rank 1 first */
+  entries: BoardEntry[];
+  /** rank changes since the previous board (every entry on the first) */
+  moves: BoardMove[];
+}
+
 export type SubscribeOptions =
-  | (SubscribeCommon & { subjects: string[]; prefix?: undefined })
-  | (SubscribeCommon & { prefix: string; subjects?: undefined });
+  | (SubscribeCommon & { subjects: string[]; prefix?: undefined; top?: undefined; order?: undefined })
+  | (SubscribeCommon & { prefix: string; subjects?: undefined; top?: undefined; order?: undefined })
+  | (SubscribeCommon & {
+      /** a leaderboard of the prefix: the server keeps the ranking and sends it when its top changes */
+      prefix: string;
+      subjects?: undefined;
+      /** 1 to the server's api.max_board_top (default 100) */
+      top: number;
+      order?: BoardOrder;
+      onBoard?: (board: BoardUpdate, sub: Subscription) => void;
+    });
 
 export declare class Subscription {
   private constructor();
@@ -211,6 +243,13 @@ export declare class Subscription {
   onDelta: SubscribeCommon['onDelta'];
   onReset: SubscribeCommon['onReset'];
   onError: SubscribeCommon['onError'];
+  /** leaderboard length, or null for a plain subscription */
+  readonly top: number | null;
+  /** leaderboard order, or null */
+  readonly order: BoardOrder | null;
+  /** a leaderboard's entries, rank 1 first (replaced by each board) */
+  readonly entries: BoardEntry[];
+  onBoard: ((board: BoardUpdate, sub: Subscription) => void) | undefined;
   /** stops the subscription (tells the server if connected); idempotent */
   unsubscribe(): void;
 }

@@ -146,7 +146,28 @@ export const STATUS = Object.freeze({
  * @property {(delta: Delta, state: State, sub: Subscription) => void} [onDelta]
  * @property {(info: ResetInfo, sub: Subscription) => void} [onReset]
  * @property {(err: RepstreamError, sub: Subscription) => void} [onError]
+ * @property {number} [top]         makes it a leaderboard of `prefix`: its first `top` subjects by `order`
+ * @property {BoardOrder} [order='bayes']  the leaderboard's ranking (descending; ties by subject)
+ * @property {(board: BoardUpdate, sub: Subscription) => void} [onBoard]  the leaderboard changed
+ *
+ * @typedef {'bayes'|'mean'|'count'} BoardOrder
+ *
+ * @typedef {State & {rank: number}} BoardEntry
+ *
+ * @typedef {object} BoardMove
+ * @property {string} subject
+ * @property {number|null} from  previous rank, null if it entered the board
+ * @property {number|null} to    new rank, null if it left the board
+ *
+ * @typedef {object} BoardUpdate
+ * @property {string} lsn             the board is exact at this position (now the cursor)
+ * @property {BoardOrder} order
+ * @property {BoardEntry[]} entries   rank 1 first
+ * @property {BoardMove[]} moves      rank changes since the previous board (all entries on the first)
  */
+
+/** Orders a leaderboard subscription accepts. */
+const BOARD_ORDERS = new Set(['bayes', 'mean', 'count']);
 
 const MASK32 = 0xffffffffn;
 const LSN_RE = /^([0-9A-F]{1,8})\/([0-9A-F]{1,8})$/;
@@ -270,6 +291,13 @@ export class Subscription {
     /** @type {SubscribeOptions['onDelta']} */ this.onDelta = opts.onDelta;
     /** @type {SubscribeOptions['onReset']} */ this.onReset = opts.onReset;
     /** @type {SubscribeOptions['onError']} */ this.onError = opts.onError;
+    /** Leaderboard length, or null for a plain subscription. @readonly @type {number|null} */
+    this.top = opts.top ?? null;
+    /** Leaderboard order, or null. @readonly @type {BoardOrder|null} */
+    this.order = this.top === null ? null : (opts.order ?? 'bayes');
+    /** A leaderboard's entries, rank 1 first (replaced by each board). @type {BoardEntry[]} */
+    this.entries = [];
+    /** @type {SubscribeOptions['onBoard']} */ this.onBoard = opts.onBoard;
 
     /** @internal @type {bigint|null} */ this._cursor = opts.since ? parseLSN(opts.since) : null;
     /** @internal epoch the cursor was learnt in (null: given by the application) @type {string|null} */
@@ -312,6 +340,7 @@ export class Subscription {
    * @param {string} subject
    */
   _matches(subject) {
+    if (this.top !== null) return false; // a leaderboard gets boards, never deltas
     return this._set ? this._set.has(subject) : subject.startsWith(/** @type {string} */ (this.prefix));
   }
 }
@@ -433,6 +462,11 @@ export class RepstreamClient {
     const hasPrefix = typeof opts.prefix === 'string';
     if (hasSubjects === hasPrefix) throw new TypeError('subscribe: give exactly one of subjects or prefix');
     if (hasSubjects && /** @type {string[]} */ (opts.subjects).length === 0) throw new TypeError('subscribe: subjects is empty');
+    if (opts.top !== undefined || opts.order !== undefined) {
+      if (!hasPrefix) throw new TypeError('subscribe: a leaderboard (top) needs a prefix');
+      if (!Number.isInteger(opts.top) || /** @type {number} */ (opts.top) < 1) throw new RangeError('subscribe: top must be an integer of at least 1');
+      if (opts.order !== undefined && !BOARD_ORDERS.has(opts.order)) throw new RangeError('subscribe: order must be bayes, mean or count');
+    }
     const sub = new Subscription(this, opts);
     this._subs.add(sub);
     if (this._welcomed) {
@@ -455,8 +489,12 @@ export class RepstreamClient {
     this._byReq.delete(sub._reqId);
     if (this._welcomed && (sub._phase === 'pending' || sub._phase === 'snapshot' || sub._phase === 'ready')) {
       // Leave alone what another subscription still asks the server for.
-      if (sub.prefix !== null) {
-        const shared = [...this._subs].some((o) => o.prefix === sub.prefix);
+      if (sub.top !== null) {
+        // A leaderboard stops with top and order; prefix subscriptions are left alone.
+        const shared = [...this._subs].some((o) => o.prefix === sub.prefix && o.order === sub.order);
+        if (!shared) this._send({ type: 'unsubscribe', id: ++this._reqSeq, prefix: sub.prefix, top: sub.top, order: sub.order });
+      } else if (sub.prefix !== null) {
+        const shared = [...this._subs].some((o) => o.prefix === sub.prefix && o.top === null);
         if (!shared) this._send({ type: 'unsubscribe', id: ++this._reqSeq, prefix: sub.prefix });
       } else {
         const kept = new Set();
@@ -594,6 +632,9 @@ export class RepstreamClient {
         case 'caught_up':
           this._onCaughtUp(msg);
           break;
+        case 'board':
+          this._onBoard(msg);
+          break;
         case 'error':
           this._onServerError(msg);
           break;
@@ -653,6 +694,7 @@ export class RepstreamClient {
       sub._cursor = null;
       sub._cursorEpoch = null;
       sub._buffer = [];
+      sub.entries = [];
       this._call(sub.onReset, info, sub);
     }
   }
@@ -684,6 +726,10 @@ export class RepstreamClient {
       if (sub._cursorEpoch) m.epoch = sub._cursorEpoch;
     }
     if (sub.throttleMs !== null) m.throttle_ms = sub.throttleMs;
+    if (sub.top !== null) {
+      m.top = sub.top;
+      m.order = sub.order;
+    }
     this._send(m);
   }
 
@@ -704,6 +750,13 @@ export class RepstreamClient {
     if (sub._phase !== 'pending') return;
     sub._replaying = true;
     sub._head = lsnOrZero(msg.lsn);
+    if (msg.mode === 'board') {
+      // The board follows; it is exact whatever the cursor was.
+      sub._phase = 'ready';
+      sub._replaying = false;
+      this._updateStatus();
+      return;
+    }
     if (msg.mode === 'snapshot') {
       sub._phase = 'snapshot';
       sub._resetPending = !!msg.reset;
@@ -871,6 +924,32 @@ export class RepstreamClient {
       sub.caughtUp = true;
       this._updateStatus();
     }
+  }
+
+  /**
+   * A leaderboard's new top: entries, rank 1 first, and the moves since the previous one.
+   * @private
+   * @param {{id: number, lsn: string, order?: string, entries?: BoardEntry[], moves?: BoardMove[]}} msg
+   */
+  _onBoard(msg) {
+    const sub = this._byReq.get(msg.id);
+    if (!sub || sub.top === null || sub._phase !== 'ready') return;
+    let l;
+    try {
+      l = parseLSN(msg.lsn);
+    } catch {
+      return;
+    }
+    const entries = Array.isArray(msg.entries) ? msg.entries.filter((e) => e && typeof e.subject === 'string') : [];
+    sub.entries = entries;
+    sub._cursor = maxLSN(sub._cursor, l);
+    sub._cursorEpoch = this.epoch;
+    sub._retries = 0;
+    const first = !sub.caughtUp;
+    sub.caughtUp = true;
+    this._call(sub.onBoard, { lsn: msg.lsn, order: /** @type {BoardOrder} */ (msg.order ?? sub.order), entries,
+      moves: Array.isArray(msg.moves) ? msg.moves : [] }, sub);
+    if (first) this._updateStatus();
   }
 
   /**

@@ -36,6 +36,14 @@ type Handler interface {
 	Delta(d stream.Delta)
 }
 
+// BoardHandler receives a leaderboard (Options.Top): the Handler of a
+// board client must implement it. Each call carries the whole top at lsn,
+// rank 1 first, and the rank changes since the previous call (Move.From or
+// To 0: entered or left the board).
+type BoardHandler interface {
+	Board(lsn stream.LSN, entries []stream.State, moves []stream.Move)
+}
+
 // Options configure New. URL and Handler are required, and one of
 // Subjects and Prefix.
 type Options struct {
@@ -50,6 +58,11 @@ type Options struct {
 	Prefix   string
 	// Throttle asks the server to coalesce deltas (throttle_ms).
 	Throttle time.Duration
+	// Top, when positive, follows the leaderboard of Prefix instead of its
+	// deltas: its first Top subjects by Order (bayes, mean or count;
+	// empty: bayes), sent to the Handler's Board method.
+	Top   int
+	Order stream.Order
 	// Proto selects the protobuf subprotocol instead of JSON.
 	Proto bool
 	// Epoch and Since resume from a cursor kept from an earlier run.
@@ -109,6 +122,17 @@ func New(o Options) (*Client, error) {
 	}
 	if (len(o.Subjects) == 0) == (o.Prefix == "") {
 		return nil, errors.New("repstream client: give Subjects or Prefix (one of them)")
+	}
+	if o.Top > 0 || o.Order != "" {
+		if o.Prefix == "" || o.Top <= 0 {
+			return nil, errors.New("repstream client: a leaderboard needs Prefix and a positive Top")
+		}
+		if _, ok := o.Handler.(BoardHandler); !ok {
+			return nil, errors.New("repstream client: a leaderboard's Handler must implement BoardHandler")
+		}
+		if o.Order == "" {
+			o.Order = stream.OrderBayes
+		}
 	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 250 * time.Millisecond
@@ -277,7 +301,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			c.epoch = m.Epoch
 			c.stats.Connects++
 			sub := wire.ClientMessage{Type: wire.TypeSubscribe, ID: subID, Subjects: c.o.Subjects, Prefix: c.o.Prefix,
-				ThrottleMs: c.o.Throttle.Milliseconds()}
+				ThrottleMs: c.o.Throttle.Milliseconds(), Top: int64(c.o.Top), Order: string(c.o.Order)}
 			if c.cursor > 0 {
 				sub.Since, sub.HasSince, sub.Epoch = c.cursor.String(), true, c.cursorEpoch
 			}
@@ -319,6 +343,14 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 				c.cursorEpoch = c.epoch
 			}
 			c.mu.Unlock()
+		case wire.TypeBoard:
+			if m.ID == subID {
+				c.mu.Lock()
+				c.o.Handler.(BoardHandler).Board(m.LSN, m.States, m.Moves)
+				c.cursor = max(c.cursor, m.LSN)
+				c.cursorEpoch = c.epoch
+				c.mu.Unlock()
+			}
 		case wire.TypeCaughtUp:
 			if m.ID == subID { // everything the subscription was owed up to m.LSN came
 				c.mu.Lock()

@@ -199,7 +199,11 @@ type Subscribe struct {
 	ThrottleMs int64   `protobuf:"varint,5,opt,name=throttle_ms,json=throttleMs,proto3" json:"throttle_ms,omitempty"`
 	// Optional: the epoch the cursor belongs to (an addition to PROTOCOL.md;
 	// a cursor of another epoch gets a snapshot with reset).
-	Epoch         string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch string `protobuf:"bytes,6,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// top > 0 asks for a leaderboard of the prefix (an addition to
+	// PROTOCOL.md): its first top subjects by order.
+	Top           int32  `protobuf:"varint,7,opt,name=top,proto3" json:"top,omitempty"`
+	Order         string `protobuf:"bytes,8,opt,name=order,proto3" json:"order,omitempty"` // "bayes", "mean" or "count"
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -276,11 +280,29 @@ func (x *Subscribe) GetEpoch() string {
 	return ""
 }
 
+func (x *Subscribe) GetTop() int32 {
+	if x != nil {
+		return x.Top
+	}
+	return 0
+}
+
+func (x *Subscribe) GetOrder() string {
+	if x != nil {
+		return x.Order
+	}
+	return ""
+}
+
 type Unsubscribe struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Subjects      []string               `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
-	Prefix        string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Subjects []string               `protobuf:"bytes,2,rep,name=subjects,proto3" json:"subjects,omitempty"`
+	Prefix   string                 `protobuf:"bytes,3,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// top > 0 stops the prefix's leaderboards (of order, or of every order
+	// if empty) instead of its prefix subscriptions.
+	Top           int32  `protobuf:"varint,4,opt,name=top,proto3" json:"top,omitempty"`
+	Order         string `protobuf:"bytes,5,opt,name=order,proto3" json:"order,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -332,6 +354,20 @@ func (x *Unsubscribe) GetSubjects() []string {
 func (x *Unsubscribe) GetPrefix() string {
 	if x != nil {
 		return x.Prefix
+	}
+	return ""
+}
+
+func (x *Unsubscribe) GetTop() int32 {
+	if x != nil {
+		return x.Top
+	}
+	return 0
+}
+
+func (x *Unsubscribe) GetOrder() string {
+	if x != nil {
+		return x.Order
 	}
 	return ""
 }
@@ -395,6 +431,7 @@ type ServerMessage struct {
 	//	*ServerMessage_Error
 	//	*ServerMessage_Unsubscribed
 	//	*ServerMessage_CaughtUp
+	//	*ServerMessage_Board
 	Msg           isServerMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -527,6 +564,15 @@ func (x *ServerMessage) GetCaughtUp() *CaughtUp {
 	return nil
 }
 
+func (x *ServerMessage) GetBoard() *Board {
+	if x != nil {
+		if x, ok := x.Msg.(*ServerMessage_Board); ok {
+			return x.Board
+		}
+	}
+	return nil
+}
+
 type isServerMessage_Msg interface {
 	isServerMessage_Msg()
 }
@@ -571,6 +617,10 @@ type ServerMessage_CaughtUp struct {
 	CaughtUp *CaughtUp `protobuf:"bytes,10,opt,name=caught_up,json=caughtUp,proto3,oneof"`
 }
 
+type ServerMessage_Board struct {
+	Board *Board `protobuf:"bytes,11,opt,name=board,proto3,oneof"`
+}
+
 func (*ServerMessage_Welcome) isServerMessage_Msg() {}
 
 func (*ServerMessage_Subscribed) isServerMessage_Msg() {}
@@ -590,6 +640,8 @@ func (*ServerMessage_Error) isServerMessage_Msg() {}
 func (*ServerMessage_Unsubscribed) isServerMessage_Msg() {}
 
 func (*ServerMessage_CaughtUp) isServerMessage_Msg() {}
+
+func (*ServerMessage_Board) isServerMessage_Msg() {}
 
 type Welcome struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1349,6 +1401,145 @@ func (x *CaughtUp) GetLsn() string {
 	return ""
 }
 
+// Board is a leaderboard subscription's ranking at lsn: entries[i] has rank
+// i+1. moves tell which subjects changed rank since the previous board.
+type Board struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Lsn           string                 `protobuf:"bytes,2,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Order         string                 `protobuf:"bytes,3,opt,name=order,proto3" json:"order,omitempty"`
+	Entries       []*State               `protobuf:"bytes,4,rep,name=entries,proto3" json:"entries,omitempty"`
+	Moves         []*Move                `protobuf:"bytes,5,rep,name=moves,proto3" json:"moves,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Board) Reset() {
+	*x = Board{}
+	mi := &file_repstream_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Board) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Board) ProtoMessage() {}
+
+func (x *Board) ProtoReflect() protoreflect.Message {
+	mi := &file_repstream_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Board.ProtoReflect.Descriptor instead.
+func (*Board) Descriptor() ([]byte, []int) {
+	return file_repstream_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Board) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Board) GetLsn() string {
+	if x != nil {
+		return x.Lsn
+	}
+	return ""
+}
+
+func (x *Board) GetOrder() string {
+	if x != nil {
+		return x.Order
+	}
+	return ""
+}
+
+func (x *Board) GetEntries() []*State {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *Board) GetMoves() []*Move {
+	if x != nil {
+		return x.Moves
+	}
+	return nil
+}
+
+// Move is one subject's change of rank; 0 is off the board.
+type Move struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subject       string                 `protobuf:"bytes,1,opt,name=subject,proto3" json:"subject,omitempty"`
+	From          int32                  `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	To            int32                  `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Move) Reset() {
+	*x = Move{}
+	mi := &file_repstream_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Move) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Move) ProtoMessage() {}
+
+func (x *Move) ProtoReflect() protoreflect.Message {
+	mi := &file_repstream_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Move.ProtoReflect.Descriptor instead.
+func (*Move) Descriptor() ([]byte, []int) {
+	return file_repstream_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Move) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *Move) GetFrom() int32 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *Move) GetTo() int32 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
 var File_repstream_proto protoreflect.FileDescriptor
 
 const file_repstream_proto_rawDesc = "" +
@@ -1361,7 +1552,7 @@ const file_repstream_proto_rawDesc = "" +
 	"\x04ping\x18\x04 \x01(\v2\x12.repstream.v1.PingH\x00R\x04pingB\x05\n" +
 	"\x03msg\"\x1d\n" +
 	"\x05Hello\x12\x14\n" +
-	"\x05token\x18\x01 \x01(\tR\x05token\"\xab\x01\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\"\xd3\x01\n" +
 	"\tSubscribe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
 	"\bsubjects\x18\x02 \x03(\tR\bsubjects\x12\x16\n" +
@@ -1369,14 +1560,18 @@ const file_repstream_proto_rawDesc = "" +
 	"\x05since\x18\x04 \x01(\tH\x00R\x05since\x88\x01\x01\x12\x1f\n" +
 	"\vthrottle_ms\x18\x05 \x01(\x03R\n" +
 	"throttleMs\x12\x14\n" +
-	"\x05epoch\x18\x06 \x01(\tR\x05epochB\b\n" +
-	"\x06_since\"Q\n" +
+	"\x05epoch\x18\x06 \x01(\tR\x05epoch\x12\x10\n" +
+	"\x03top\x18\a \x01(\x05R\x03top\x12\x14\n" +
+	"\x05order\x18\b \x01(\tR\x05orderB\b\n" +
+	"\x06_since\"y\n" +
 	"\vUnsubscribe\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1a\n" +
 	"\bsubjects\x18\x02 \x03(\tR\bsubjects\x12\x16\n" +
-	"\x06prefix\x18\x03 \x01(\tR\x06prefix\"\x16\n" +
+	"\x06prefix\x18\x03 \x01(\tR\x06prefix\x12\x10\n" +
+	"\x03top\x18\x04 \x01(\x05R\x03top\x12\x14\n" +
+	"\x05order\x18\x05 \x01(\tR\x05order\"\x16\n" +
 	"\x04Ping\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x03R\x02id\"\x92\x04\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"\xbf\x04\n" +
 	"\rServerMessage\x121\n" +
 	"\awelcome\x18\x01 \x01(\v2\x15.repstream.v1.WelcomeH\x00R\awelcome\x12:\n" +
 	"\n" +
@@ -1390,7 +1585,8 @@ const file_repstream_proto_rawDesc = "" +
 	"\x05error\x18\b \x01(\v2\x13.repstream.v1.ErrorH\x00R\x05error\x12@\n" +
 	"\funsubscribed\x18\t \x01(\v2\x1a.repstream.v1.UnsubscribedH\x00R\funsubscribed\x125\n" +
 	"\tcaught_up\x18\n" +
-	" \x01(\v2\x16.repstream.v1.CaughtUpH\x00R\bcaughtUpB\x05\n" +
+	" \x01(\v2\x16.repstream.v1.CaughtUpH\x00R\bcaughtUp\x12+\n" +
+	"\x05board\x18\v \x01(\v2\x13.repstream.v1.BoardH\x00R\x05boardB\x05\n" +
 	"\x03msg\"l\n" +
 	"\aWelcome\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x10\n" +
@@ -1445,7 +1641,17 @@ const file_repstream_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\",\n" +
 	"\bCaughtUp\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
-	"\x03lsn\x18\x02 \x01(\tR\x03lsnB6Z4github.com/repstream/repstream/api/proto;repstreampbb\x06proto3"
+	"\x03lsn\x18\x02 \x01(\tR\x03lsn\"\x98\x01\n" +
+	"\x05Board\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x10\n" +
+	"\x03lsn\x18\x02 \x01(\tR\x03lsn\x12\x14\n" +
+	"\x05order\x18\x03 \x01(\tR\x05order\x12-\n" +
+	"\aentries\x18\x04 \x03(\v2\x13.repstream.v1.StateR\aentries\x12(\n" +
+	"\x05moves\x18\x05 \x03(\v2\x12.repstream.v1.MoveR\x05moves\"D\n" +
+	"\x04Move\x12\x18\n" +
+	"\asubject\x18\x01 \x01(\tR\asubject\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x05R\x04from\x12\x0e\n" +
+	"\x02to\x18\x03 \x01(\x05R\x02toB6Z4github.com/repstream/repstream/api/proto;repstreampbb\x06proto3"
 
 var (
 	file_repstream_proto_rawDescOnce sync.Once
@@ -1459,7 +1665,7 @@ func file_repstream_proto_rawDescGZIP() []byte {
 	return file_repstream_proto_rawDescData
 }
 
-var file_repstream_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_repstream_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_repstream_proto_goTypes = []any{
 	(*ClientMessage)(nil), // 0: repstream.v1.ClientMessage
 	(*Hello)(nil),         // 1: repstream.v1.Hello
@@ -1479,6 +1685,8 @@ var file_repstream_proto_goTypes = []any{
 	(*Error)(nil),         // 15: repstream.v1.Error
 	(*Unsubscribed)(nil),  // 16: repstream.v1.Unsubscribed
 	(*CaughtUp)(nil),      // 17: repstream.v1.CaughtUp
+	(*Board)(nil),         // 18: repstream.v1.Board
+	(*Move)(nil),          // 19: repstream.v1.Move
 }
 var file_repstream_proto_depIdxs = []int32{
 	1,  // 0: repstream.v1.ClientMessage.hello:type_name -> repstream.v1.Hello
@@ -1495,15 +1703,18 @@ var file_repstream_proto_depIdxs = []int32{
 	15, // 11: repstream.v1.ServerMessage.error:type_name -> repstream.v1.Error
 	16, // 12: repstream.v1.ServerMessage.unsubscribed:type_name -> repstream.v1.Unsubscribed
 	17, // 13: repstream.v1.ServerMessage.caught_up:type_name -> repstream.v1.CaughtUp
-	9,  // 14: repstream.v1.Snapshot.states:type_name -> repstream.v1.State
-	9,  // 15: repstream.v1.Delta.after:type_name -> repstream.v1.State
-	10, // 16: repstream.v1.Delta.change:type_name -> repstream.v1.Change
-	11, // 17: repstream.v1.Deltas.items:type_name -> repstream.v1.Delta
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	18, // 14: repstream.v1.ServerMessage.board:type_name -> repstream.v1.Board
+	9,  // 15: repstream.v1.Snapshot.states:type_name -> repstream.v1.State
+	9,  // 16: repstream.v1.Delta.after:type_name -> repstream.v1.State
+	10, // 17: repstream.v1.Delta.change:type_name -> repstream.v1.Change
+	11, // 18: repstream.v1.Deltas.items:type_name -> repstream.v1.Delta
+	9,  // 19: repstream.v1.Board.entries:type_name -> repstream.v1.State
+	19, // 20: repstream.v1.Board.moves:type_name -> repstream.v1.Move
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_repstream_proto_init() }
@@ -1529,6 +1740,7 @@ func file_repstream_proto_init() {
 		(*ServerMessage_Error)(nil),
 		(*ServerMessage_Unsubscribed)(nil),
 		(*ServerMessage_CaughtUp)(nil),
+		(*ServerMessage_Board)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1536,7 +1748,7 @@ func file_repstream_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_repstream_proto_rawDesc), len(file_repstream_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -140,6 +140,50 @@ func (JSON) Error(id int64, code, msg string) []byte {
 	return mustJSON(errorJSON{TypeError, id, code, msg})
 }
 
+type boardJSON struct {
+	Type    string            `json:"type"`
+	ID      int64             `json:"id"`
+	LSN     string            `json:"lsn"`
+	Order   string            `json:"order"`
+	Entries []json.RawMessage `json:"entries"`
+	Moves   []moveJSON        `json:"moves"`
+}
+
+type moveJSON struct {
+	Subject string `json:"subject"`
+	From    *int   `json:"from"` // null: entered the board
+	To      *int   `json:"to"`   // null: left it
+}
+
+func rankPtr(r int) *int {
+	if r <= 0 {
+		return nil
+	}
+	return &r
+}
+
+// Board implements hub.Codec. Each entry is the subject's state with its
+// rank: {"rank":1,"subject":...}.
+func (JSON) Board(id int64, lsn stream.LSN, order string, entries []stream.State, moves []stream.Move) []byte {
+	w := boardJSON{Type: TypeBoard, ID: id, LSN: lsn.String(), Order: order,
+		Entries: make([]json.RawMessage, len(entries)), Moves: make([]moveJSON, len(moves))}
+	for i := range entries {
+		b, err := json.Marshal(&entries[i])
+		if err != nil || len(b) < 2 {
+			return mustJSON(errorJSON{Type: TypeError, ID: id, Code: CodeInternal, Message: "unencodable board entry"})
+		}
+		e := fmt.Appendf(make([]byte, 0, len(b)+16), `{"rank":%d`, i+1)
+		if len(b) > 2 {
+			e = append(e, ',')
+		}
+		w.Entries[i] = append(e, b[1:]...)
+	}
+	for i, m := range moves {
+		w.Moves[i] = moveJSON{m.Subject, rankPtr(m.From), rankPtr(m.To)}
+	}
+	return mustJSON(w)
+}
+
 type clientJSON struct {
 	Type       string   `json:"type"`
 	ID         int64    `json:"id"`
@@ -149,6 +193,8 @@ type clientJSON struct {
 	Since      *string  `json:"since"`
 	ThrottleMs int64    `json:"throttle_ms"`
 	Epoch      string   `json:"epoch,omitempty"`
+	Top        int64    `json:"top,omitempty"`
+	Order      string   `json:"order,omitempty"`
 }
 
 // DecodeClient implements Codec. A frame that is not a JSON object is
@@ -168,7 +214,7 @@ func (JSON) DecodeClient(b []byte) (ClientMessage, error) {
 		return ClientMessage{}, &RequestError{ID: id.ID, Msg: err.Error()}
 	}
 	m := ClientMessage{Type: w.Type, ID: w.ID, Token: w.Token, Subjects: w.Subjects, Prefix: w.Prefix,
-		ThrottleMs: w.ThrottleMs, Epoch: w.Epoch}
+		ThrottleMs: w.ThrottleMs, Epoch: w.Epoch, Top: w.Top, Order: w.Order}
 	if w.Since != nil {
 		m.Since, m.HasSince = *w.Since, true
 	}
@@ -178,7 +224,7 @@ func (JSON) DecodeClient(b []byte) (ClientMessage, error) {
 // EncodeClient implements Codec.
 func (JSON) EncodeClient(m ClientMessage) ([]byte, error) {
 	w := clientJSON{Type: m.Type, ID: m.ID, Token: m.Token, Subjects: m.Subjects, Prefix: m.Prefix,
-		ThrottleMs: m.ThrottleMs, Epoch: m.Epoch}
+		ThrottleMs: m.ThrottleMs, Epoch: m.Epoch, Top: m.Top, Order: m.Order}
 	if m.HasSince {
 		w.Since = &m.Since
 	}
@@ -199,6 +245,9 @@ type serverJSON struct {
 	Items       []json.RawMessage `json:"items"`
 	Code        string            `json:"code"`
 	Message     string            `json:"message"`
+	Order       string            `json:"order"`
+	Entries     []stream.State    `json:"entries"`
+	Moves       []moveJSON        `json:"moves"`
 }
 
 // DecodeServer implements Codec.
@@ -210,6 +259,25 @@ func (JSON) DecodeServer(b []byte) (ServerMessage, error) {
 	m := ServerMessage{Type: w.Type, ID: w.ID, Epoch: w.Epoch, HeartbeatMs: w.HeartbeatMs, Server: w.Server,
 		Mode: w.Mode, Reset: w.Reset, States: w.States, More: w.More, Code: w.Code, Message: w.Message}
 	switch w.Type {
+	case TypeBoard:
+		lsn, err := stream.ParseLSN(w.LSN)
+		if err != nil {
+			return ServerMessage{}, fmt.Errorf("%w: board lsn: %v", ErrMalformed, err)
+		}
+		m.LSN, m.Order, m.States = lsn, w.Order, w.Entries
+		if m.States == nil {
+			m.States = []stream.State{}
+		}
+		m.Moves = make([]stream.Move, len(w.Moves))
+		for i, mv := range w.Moves {
+			m.Moves[i].Subject = mv.Subject
+			if mv.From != nil {
+				m.Moves[i].From = *mv.From
+			}
+			if mv.To != nil {
+				m.Moves[i].To = *mv.To
+			}
+		}
 	case TypeWelcome, TypeSubscribed, TypeSnapshot, TypeTick, TypeCaughtUp:
 		lsn, err := stream.ParseLSN(w.LSN)
 		if err != nil {

@@ -127,6 +127,18 @@ func (Proto) Snapshot(id int64, h stream.LSN, states []stream.State, more bool) 
 	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_Snapshot{Snapshot: &pb.Snapshot{Id: id, Lsn: h.String(), States: ps, More: more}}})
 }
 
+// Board implements hub.Codec.
+func (Proto) Board(id int64, lsn stream.LSN, order string, entries []stream.State, moves []stream.Move) []byte {
+	b := &pb.Board{Id: id, Lsn: lsn.String(), Order: order, Entries: make([]*pb.State, len(entries)), Moves: make([]*pb.Move, len(moves))}
+	for i := range entries {
+		b.Entries[i] = toPBState(&entries[i])
+	}
+	for i, m := range moves {
+		b.Moves[i] = &pb.Move{Subject: m.Subject, From: int32(m.From), To: int32(m.To)}
+	}
+	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_Board{Board: b}})
+}
+
 // Tick implements Codec.
 func (Proto) Tick(head stream.LSN) []byte {
 	return mustProto(&pb.ServerMessage{Msg: &pb.ServerMessage_Tick{Tick: &pb.Tick{Lsn: head.String()}}})
@@ -173,13 +185,14 @@ func (Proto) DecodeClient(b []byte) (ClientMessage, error) {
 	case *pb.ClientMessage_Subscribe:
 		s := x.Subscribe
 		m = ClientMessage{Type: TypeSubscribe, ID: s.GetId(), Subjects: s.GetSubjects(), Prefix: s.GetPrefix(),
-			ThrottleMs: s.GetThrottleMs(), Epoch: s.GetEpoch()}
+			ThrottleMs: s.GetThrottleMs(), Epoch: s.GetEpoch(), Top: int64(s.GetTop()), Order: s.GetOrder()}
 		if s.Since != nil {
 			m.Since, m.HasSince = s.GetSince(), true
 		}
 	case *pb.ClientMessage_Unsubscribe:
 		u := x.Unsubscribe
-		m = ClientMessage{Type: TypeUnsubscribe, ID: u.GetId(), Subjects: u.GetSubjects(), Prefix: u.GetPrefix()}
+		m = ClientMessage{Type: TypeUnsubscribe, ID: u.GetId(), Subjects: u.GetSubjects(), Prefix: u.GetPrefix(),
+			Top: int64(u.GetTop()), Order: u.GetOrder()}
 	case *pb.ClientMessage_Ping:
 		m = ClientMessage{Type: TypePing, ID: x.Ping.GetId()}
 	default:
@@ -195,13 +208,15 @@ func (Proto) EncodeClient(m ClientMessage) ([]byte, error) {
 	case TypeHello:
 		p.Msg = &pb.ClientMessage_Hello{Hello: &pb.Hello{Token: m.Token}}
 	case TypeSubscribe:
-		s := &pb.Subscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix, ThrottleMs: m.ThrottleMs, Epoch: m.Epoch}
+		s := &pb.Subscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix, ThrottleMs: m.ThrottleMs, Epoch: m.Epoch,
+			Top: int32(min(max(m.Top, -1), 1<<31-1)), Order: m.Order}
 		if m.HasSince {
 			s.Since = proto.String(m.Since)
 		}
 		p.Msg = &pb.ClientMessage_Subscribe{Subscribe: s}
 	case TypeUnsubscribe:
-		p.Msg = &pb.ClientMessage_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix}}
+		p.Msg = &pb.ClientMessage_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Id: m.ID, Subjects: m.Subjects, Prefix: m.Prefix,
+			Top: int32(min(max(m.Top, -1), 1<<31-1)), Order: m.Order}}
 	case TypePing:
 		p.Msg = &pb.ClientMessage_Ping{Ping: &pb.Ping{Id: m.ID}}
 	default:
@@ -234,6 +249,22 @@ func (Proto) DecodeServer(b []byte) (ServerMessage, error) {
 		}
 		return ServerMessage{Type: TypeSubscribed, ID: x.Subscribed.GetId(), LSN: lsn,
 			Mode: x.Subscribed.GetMode(), Reset: x.Subscribed.GetReset_()}, nil
+	case *pb.ServerMessage_Board:
+		lsn, err := stream.ParseLSN(x.Board.GetLsn())
+		if err != nil {
+			return bad("board lsn", err)
+		}
+		m := ServerMessage{Type: TypeBoard, ID: x.Board.GetId(), LSN: lsn, Order: x.Board.GetOrder(),
+			States: make([]stream.State, len(x.Board.GetEntries())), Moves: make([]stream.Move, len(x.Board.GetMoves()))}
+		for i, s := range x.Board.GetEntries() {
+			if m.States[i], err = fromPBState(s); err != nil {
+				return bad("board entry", err)
+			}
+		}
+		for i, mv := range x.Board.GetMoves() {
+			m.Moves[i] = stream.Move{Subject: mv.GetSubject(), From: int(mv.GetFrom()), To: int(mv.GetTo())}
+		}
+		return m, nil
 	case *pb.ServerMessage_Snapshot:
 		lsn, err := stream.ParseLSN(x.Snapshot.GetLsn())
 		if err != nil {

@@ -36,6 +36,7 @@ const (
 	TypePong         = "pong"
 	TypeError        = "error"
 	TypeCaughtUp     = "caught_up"
+	TypeBoard        = "board"
 )
 
 // Error codes of the error message and of HTTP error bodies.
@@ -65,6 +66,10 @@ type ClientMessage struct {
 	// Epoch optionally names the epoch of Since (an addition to
 	// PROTOCOL.md): a cursor of another epoch gets a snapshot with reset.
 	Epoch string
+	// Top > 0 makes a subscribe a leaderboard of Prefix (an addition to
+	// PROTOCOL.md): its first Top subjects by Order.
+	Top   int64
+	Order string
 }
 
 // ServerMessage is a message from server to client.
@@ -82,6 +87,8 @@ type ServerMessage struct {
 	Deltas      []stream.Delta // delta (one) and deltas
 	Code        string         // error
 	Message     string         // error
+	Order       string         // board
+	Moves       []stream.Move  // board; its entries are States, States[i] of rank i+1
 }
 
 // ErrMalformed means a frame is not a message at all (not JSON, not
@@ -118,6 +125,7 @@ type Codec interface {
 	Pong(id int64) []byte
 	Error(id int64, code, msg string) []byte
 	Unsubscribed(id int64) []byte
+	Board(id int64, lsn stream.LSN, order string, entries []stream.State, moves []stream.Move) []byte
 	// DecodeClient returns ErrMalformed (wrapped) or a *RequestError for
 	// frames it cannot accept.
 	DecodeClient(b []byte) (ClientMessage, error)
@@ -153,6 +161,12 @@ func validate(m ClientMessage) error {
 		}
 		if m.ThrottleMs < 0 {
 			return &RequestError{ID: m.ID, Msg: "throttle_ms must not be negative"}
+		}
+		if m.Top < 0 {
+			return &RequestError{ID: m.ID, Msg: "top must not be negative"}
+		}
+		if (m.Top > 0 || m.Order != "") && m.Prefix == "" {
+			return &RequestError{ID: m.ID, Msg: "a leaderboard (top, order) needs a prefix"}
 		}
 	case TypePing:
 	case "":

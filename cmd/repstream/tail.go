@@ -42,6 +42,12 @@ no delta is missed or printed twice; when the server's history changes
 (another epoch, or a cursor older than the retained log) it says so and
 starts over from a snapshot. Connection events go to stderr. Ctrl-C exits 0.
 
+With --top N (and --order bayes|mean|count) it follows the prefix's
+leaderboard instead, kept by the server, and prints the whole top each time
+it changes, with each rank change marked (↑ from 4, or new):
+
+    0/16B3800 top 3 by bayes: 1 seller:42 3.990 ↑ from 2 | 2 seller:7 3.950 | 3 seller:9 3.900 new
+
 The token comes from --token or $REPSTREAM_TOKEN; none is sent if both are
 empty (a server with auth.insecure).`,
 			Args: cobra.NoArgs,
@@ -56,6 +62,8 @@ empty (a server with auth.insecure).`,
 		f.StringVar(&o.token, "token", "", "JWT to present (default $REPSTREAM_TOKEN)")
 		f.BoolVar(&o.proto, "proto", false, "use the protobuf subprotocol instead of JSON")
 		f.DurationVar(&o.throttle, "throttle", 0, "ask the server to coalesce each subject's deltas to at most one per this interval (e.g. 500ms)")
+		f.IntVar(&o.top, "top", 0, "follow the prefix's leaderboard of this many subjects instead of its deltas")
+		f.StringVar(&o.order, "order", "bayes", "the leaderboard's order with --top: bayes, mean or count")
 		f.BoolVar(&o.json, "json", false, "print JSON lines instead of text")
 		f.BoolVarP(&o.verbose, "verbose", "v", false, "log the client's reconnects and their reasons")
 		cmd.RunE = func(cmd *cobra.Command, _ []string) error {
@@ -77,6 +85,8 @@ type tailOptions struct {
 	token    string
 	proto    bool
 	throttle time.Duration
+	top      int
+	order    string
 	json     bool
 	verbose  bool
 }
@@ -100,15 +110,26 @@ func runTail(ctx context.Context, stdout, stderr io.Writer, o tailOptions) error
 	if o.throttle < 0 {
 		return errors.New("tail: --throttle must not be negative")
 	}
+	var order stream.Order
+	if o.top != 0 {
+		if o.top < 0 || o.prefix == "" {
+			return errors.New("tail: --top needs --prefix and a positive number")
+		}
+		switch order = stream.Order(o.order); order {
+		case stream.OrderBayes, stream.OrderMean, stream.OrderCount:
+		default:
+			return fmt.Errorf("tail: --order %q: use bayes, mean or count", o.order)
+		}
+	}
 	lvl := slog.LevelWarn
 	if o.verbose {
 		lvl = slog.LevelDebug
 	}
-	p := &tailPrinter{out: stdout, json: o.json}
+	p := &tailPrinter{out: stdout, json: o.json, order: order}
 	var connects int
 	opts := client.Options{
 		URL: u, Handler: p, Subjects: o.subjects, Prefix: o.prefix,
-		Throttle: o.throttle, Proto: o.proto, Epoch: o.epoch, Since: since,
+		Throttle: o.throttle, Proto: o.proto, Epoch: o.epoch, Since: since, Top: o.top, Order: order,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lvl})),
 		// Trace runs on Run's goroutine before the message is applied.
 		Trace: func(m wire.ServerMessage) {
@@ -126,6 +147,8 @@ func runTail(ctx context.Context, stdout, stderr io.Writer, o tailOptions) error
 					fmt.Fprintf(stderr, "tail: reset: the cursor is older than the server's retained log; starting over from a snapshot at %s\n", m.LSN)
 				case m.Mode == "replay":
 					fmt.Fprintf(stderr, "tail: subscribed; replaying up to %s, then live\n", m.LSN)
+				case m.Mode == "board":
+					fmt.Fprintf(stderr, "tail: subscribed to the leaderboard at %s\n", m.LSN)
 				default:
 					fmt.Fprintf(stderr, "tail: subscribed; snapshot at %s, then live\n", m.LSN)
 				}
@@ -191,6 +214,7 @@ type tailPrinter struct {
 	out    io.Writer
 	stderr io.Writer
 	json   bool
+	order  stream.Order // of a leaderboard (--top)
 }
 
 func (p *tailPrinter) Reset(epoch string) {
@@ -219,6 +243,54 @@ func (p *tailPrinter) Delta(d stream.Delta) {
 		return
 	}
 	fmt.Fprintln(p.out, formatDelta(d))
+}
+
+// Board prints a leaderboard's top (client.BoardHandler).
+func (p *tailPrinter) Board(lsn stream.LSN, entries []stream.State, moves []stream.Move) {
+	if p.json {
+		p.line(struct {
+			Type    string         `json:"type"`
+			LSN     string         `json:"lsn"`
+			Entries []stream.State `json:"entries"`
+			Moves   []stream.Move  `json:"moves"`
+		}{"board", lsn.String(), entries, moves})
+		return
+	}
+	fmt.Fprintln(p.out, formatBoard(lsn, p.order, entries, moves))
+}
+
+// formatBoard is a leaderboard's line: "0/16B3800 top 2 by bayes: 1
+// seller:42 3.990 ↑ from 2 | 2 seller:7 3.950 ↓ from 1".
+func formatBoard(lsn stream.LSN, order stream.Order, entries []stream.State, moves []stream.Move) string {
+	from := make(map[string]stream.Move, len(moves))
+	for _, m := range moves {
+		from[m.Subject] = m
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s top %d by %s:", lsn, len(entries), order)
+	for i, e := range entries {
+		if i > 0 {
+			b.WriteString(" |")
+		}
+		switch order {
+		case stream.OrderCount:
+			fmt.Fprintf(&b, " %d %s %d", i+1, e.Subject, e.Count)
+		case stream.OrderMean:
+			fmt.Fprintf(&b, " %d %s %.3f", i+1, e.Subject, e.Mean)
+		default:
+			fmt.Fprintf(&b, " %d %s %.3f", i+1, e.Subject, e.Bayes)
+		}
+		switch m, ok := from[e.Subject]; {
+		case !ok:
+		case m.From == 0:
+			b.WriteString(" new")
+		case m.From > i+1:
+			fmt.Fprintf(&b, " ↑ from %d", m.From)
+		default:
+			fmt.Fprintf(&b, " ↓ from %d", m.From)
+		}
+	}
+	return b.String()
 }
 
 func (p *tailPrinter) line(v any) {

@@ -31,6 +31,9 @@ type Request struct {
 	// back what it holds for the request (a worker slot), since the rest
 	// is paced by the client, not by the server.
 	Waiting func()
+	// Board, when set, makes the request a leaderboard of Sel.Prefix
+	// (ModeBoard): no deltas, the board whenever it changes.
+	Board *BoardRequest
 }
 
 // Result tells how a subscription caught up.
@@ -53,6 +56,9 @@ type Result struct {
 // A *Error tells the client what was wrong; the connection stays.
 func (c *Conn) Subscribe(ctx context.Context, r Request) (Result, error) {
 	h := c.h
+	if r.Board != nil {
+		return c.subscribeBoard(ctx, r)
+	}
 	if err := h.validate(r); err != nil {
 		return Result{}, err
 	}
@@ -158,7 +164,9 @@ func (h *Hub) index(s *sub) error {
 	c.subs = append(c.subs, s)
 	c.subjects += s.weight()
 	c.subMu.Unlock()
-	if s.prefix != "" {
+	if s.board != nil {
+		// Registered in its board by subscribeBoard.
+	} else if s.prefix != "" {
 		h.prefixes.add(s)
 	} else {
 		for _, x := range s.subjects {
@@ -194,7 +202,9 @@ func (h *Hub) unindex(s *sub) {
 	s.pending, s.buf = nil, nil
 	subjects := s.subjects // no longer changed: the subscription is closed
 	s.mu.Unlock()
-	if s.prefix != "" {
+	if s.board != nil {
+		h.unindexBoard(s)
+	} else if s.prefix != "" {
 		h.prefixes.remove(s)
 	}
 	for _, x := range subjects {
@@ -225,6 +235,9 @@ func (c *Conn) Unsubscribe(sel stream.Selector) int {
 	c.subMu.Lock()
 	var gone []*sub
 	for _, s := range c.subs {
+		if s.board != nil {
+			continue // see UnsubscribeBoard
+		}
 		if s.prefix != "" {
 			if s.prefix == sel.Prefix {
 				gone = append(gone, s)

@@ -32,6 +32,9 @@ type Codec interface {
 	// CaughtUp returns a "caught_up" frame: subscription id's catch-up
 	// ended; every delta it was owed up to lsn was sent before it.
 	CaughtUp(id int64, lsn stream.LSN) []byte
+	// Board returns a "board" frame: a leaderboard subscription's top at
+	// lsn (entries[i] of rank i+1) and the moves since the last one.
+	Board(id int64, lsn stream.LSN, order string, entries []stream.State, moves []stream.Move) []byte
 }
 
 // maxCodecs bounds the codecs one hub serves (JSON and protobuf today).

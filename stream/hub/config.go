@@ -38,6 +38,8 @@ type Config struct {
 	// MaxSubjects bounds the subjects and prefixes all of a connection's
 	// subscriptions name together. Zero means 10000.
 	MaxSubjects int
+	// MaxBoardTop bounds a leaderboard subscription's top. Zero means 100.
+	MaxBoardTop int
 }
 
 func (c Config) withDefaults() Config {
@@ -55,6 +57,7 @@ func (c Config) withDefaults() Config {
 	def(&c.ReplayPage, 1000)
 	def(&c.MaxSubscriptions, 100)
 	def(&c.MaxSubjects, 10000)
+	def(&c.MaxBoardTop, 100)
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 15 * time.Second
 	}

@@ -272,11 +272,11 @@ func (c *Conn) removeSub(s *sub) bool {
 // refreshed token that no longer covers it) and returns their request ids,
 // so the client can be told. A subscription still catching up stops too:
 // its Subscribe returns ErrClosed.
-func (c *Conn) Revoke(keep func(stream.Selector) bool) []int64 {
+func (c *Conn) Revoke(keep func(sel stream.Selector, board bool) bool) []int64 {
 	c.subMu.Lock()
 	var gone []*sub
 	for _, s := range c.subs {
-		if !keep(s.selector()) {
+		if !keep(s.selector(), s.board != nil) {
 			gone = append(gone, s)
 		}
 	}

@@ -55,6 +55,9 @@ type Hub struct {
 	ready   bool   // guarded by epochMu
 	head    atomic.Uint64
 
+	boards     map[boardKey]*board // guarded by pubMu
+	boardsHead stream.LSN          // guarded by pubMu; the head after the last Publish
+
 	shards   []shard
 	prefixes prefixIndex
 	ring     ring
@@ -189,7 +192,12 @@ func (h *Hub) resetLocked(m stream.Meta) {
 	}
 	h.head.Store(uint64(h.ring.head))
 	h.ring.mu.Unlock()
+	if !ready || old != m.Epoch {
+		h.boardsHead = h.Head() // a new history: no board yet
+	}
 	if ready && old != m.Epoch {
+		h.boards = nil // of the old history; their subscribers are closed below
+		h.boardGauges()
 		h.logger.Warn("hub: epoch changed; closing every connection", "old", old, "new", m.Epoch)
 		h.CloseAll(CloseGoingAway, "epoch changed")
 	}
@@ -203,6 +211,12 @@ func (h *Hub) Publish(head stream.LSN, txns []stream.Txn) {
 }
 
 func (h *Hub) publishLocked(head stream.LSN, txns []stream.Txn) {
+	if h.Head() != h.boardsHead {
+		// The head moved without a Publish (a bus gap, a restart past
+		// transactions never published): the boards missed them.
+		h.dropBoardsLocked()
+	}
+	defer func() { h.boardsHead = h.Head() }()
 	h.ring.mu.Lock()
 	ts := make([]*txn, 0, len(txns))
 	for _, t := range txns {
@@ -248,6 +262,7 @@ func (h *Hub) publishLocked(head stream.LSN, txns []stream.Txn) {
 			c.enqueue(h.frameOf(t, items, c.codec))
 			delete(h.scratch, c)
 		}
+		h.publishBoards(t)
 	}
 	clear(matched[:cap(matched)]) // drop references to subscriptions
 	h.matched = matched[:0]

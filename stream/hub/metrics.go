@@ -16,6 +16,10 @@ type metrics struct {
 	flushes  prometheus.Counter
 	replays  *prometheus.CounterVec
 	busGaps  prometheus.Counter
+
+	boardFrames prometheus.Counter
+	boards      prometheus.Gauge
+	boardStates prometheus.Gauge
 }
 
 // newMetrics creates the hub's metrics, registered with reg unless it is nil.
@@ -41,6 +45,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		flushes:  counter("throttle_flushes_total", "Frames of coalesced deltas sent to throttled subscriptions."),
 		replays: f.NewCounterVec(prometheus.CounterOpts(opts("catchups_total",
 			"Subscriptions caught up, by source: ring, log, snapshot, snapshot_reset.")), []string{"mode"}),
-		busGaps: counter("bus_gaps_total", "Gaps detected in the bus stream (every connection was closed to resume)."),
+		busGaps:     counter("bus_gaps_total", "Gaps detected in the bus stream (every connection was closed to resume)."),
+		boardFrames: counter("board_frames_total", "Leaderboard frames sent to subscriptions (a change of their top N)."),
+		boards:      gauge("boards", "Leaderboards kept (one per prefix and order subscribed)."),
+		boardStates: gauge("board_states", "Subjects the leaderboards rank, summed over boards (each holds every subject of its prefix)."),
 	}
 }

@@ -26,6 +26,11 @@ type sub struct {
 	heldFrom   stream.LSN               // guarded by mu; LSN of the first delta pending holds (set while pending is not empty)
 	timer      *time.Timer              // guarded by mu; armed while pending is not empty
 	lastFlush  time.Time                // guarded by mu
+
+	// A leaderboard subscription (board != nil) gets no deltas: see board.go.
+	board *board     // set before the subscription is indexed
+	top   int        // its board's length
+	view  *boardView // guarded by mu; the top last sent
 }
 
 func (s *sub) selector() stream.Selector {

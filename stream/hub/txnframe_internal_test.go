@@ -34,6 +34,10 @@ func (textCodec) CaughtUp(id int64, lsn stream.LSN) []byte {
 	return fmt.Appendf(nil, "caught_up:%d:%s", id, lsn)
 }
 
+func (textCodec) Board(id int64, lsn stream.LSN, order string, entries []stream.State, _ []stream.Move) []byte {
+	return fmt.Appendf(nil, "board:%d:%s:%s:%d", id, lsn, order, len(entries))
+}
+
 // gatedLog blocks Meta, once armed, until the gate opens.
 type gatedLog struct {
 	*MemLog

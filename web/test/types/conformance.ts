@@ -40,3 +40,10 @@ same<Same<decl.Logger, impl.Logger>>(true);
 // Options: what the declarations accept, the implementation accepts.
 export const opts: impl.ClientOptions = {} as decl.ClientOptions;
 export const subOpts: impl.SubscribeOptions = {} as decl.SubscribeOptions;
+
+// Leaderboards.
+same<Same<decl.BoardOrder, impl.BoardOrder>>(true);
+same<Same<decl.BoardEntry, impl.BoardEntry>>(true);
+same<Same<decl.BoardMove, impl.BoardMove>>(true);
+same<Same<decl.BoardUpdate, impl.BoardUpdate>>(true);
+export const boardOpts: impl.SubscribeOptions = { prefix: 'seller:', top: 10, order: 'bayes', onBoard: (b: decl.BoardUpdate) => void b.moves } as decl.SubscribeOptions;
