@@ -2,8 +2,6 @@ package e2e_test
 
 import (
 	"context"
-	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -14,7 +12,6 @@ import (
 	"github.com/repstream/repstream/api"
 	"github.com/repstream/repstream/api/apitest"
 	"github.com/repstream/repstream/api/wire"
-	"github.com/repstream/repstream/cdc/localpg"
 	"github.com/repstream/repstream/stream"
 	"github.com/repstream/repstream/stream/hub"
 	"github.com/repstream/repstream/stream/streamtest"
@@ -27,49 +24,8 @@ import (
 // SELECT ... FROM repstream.reputation WHERE subject LIKE 'seller:%' ORDER BY
 // <order> DESC, subject LIMIT N, for each order.
 func TestBoardPostgres(t *testing.T) {
-	url, name := localpg.NewDatabase(t)
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	streamtest.Exec(t, conn, streamtest.Schema)
-	if err := streamtest.Seed(ctx, conn, 200, 50); err != nil {
-		t.Fatal(err)
-	}
-	var pub hub.Forward
-	ectx, ecancel := context.WithCancel(ctx)
-	engine, err := stream.NewEngine(ectx, stream.EngineConfig{
-		DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
-		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
-		Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}, &pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := engine.Migrate(); err != nil {
-		t.Fatal(err)
-	}
-	e := apitest.StartLog(t, api.Config{}, nil, engine.Store())
-	pub.Set(e.Server.Hub())
-	done := make(chan error, 1)
-	go func() { done <- engine.Run(ectx) }()
-	defer func() {
-		ecancel()
-		if err := <-done; err != nil {
-			t.Errorf("engine: %v", err)
-		}
-		engine.Close()
-	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for engine.Readiness(context.Background()) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("engine not ready after 30s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	url, conn, e, _ := startPipeline(t, api.Config{})
 
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"sub": "seller-7", "subjects": []string{"seller:7"},
 		"boards": []string{"seller:"}, "exp": time.Now().Add(time.Hour).Unix()}).SignedString([]byte(apitest.Secret))

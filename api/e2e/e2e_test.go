@@ -45,50 +45,8 @@ func TestExactCatchUpPostgres(t *testing.T) {
 		{"log", 32, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			url, name := localpg.NewDatabase(t)
 			ctx := context.Background()
-			conn, err := pgx.Connect(ctx, url)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close(ctx)
-			streamtest.Exec(t, conn, streamtest.Schema)
-			if err := streamtest.Seed(ctx, conn, 200, 50); err != nil {
-				t.Fatal(err)
-			}
-
-			var pub hub.Forward
-			ectx, ecancel := context.WithCancel(ctx)
-			engine, err := stream.NewEngine(ectx, stream.EngineConfig{
-				DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
-				Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
-				Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond,
-				Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-			}, &pub)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := engine.Migrate(); err != nil {
-				t.Fatal(err)
-			}
-			e := apitest.StartLog(t, api.Config{RingDeltas: tc.ring}, nil, engine.Store())
-			pub.Set(e.Server.Hub())
-			done := make(chan error, 1)
-			go func() { done <- engine.Run(ectx) }()
-			defer func() {
-				ecancel()
-				if err := <-done; err != nil {
-					t.Errorf("engine: %v", err)
-				}
-				engine.Close()
-			}()
-			deadline := time.Now().Add(30 * time.Second)
-			for engine.Readiness(context.Background()) != nil {
-				if time.Now().After(deadline) {
-					t.Fatal("engine not ready after 30s")
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+			url, conn, e, engine := startPipeline(t, api.Config{RingDeltas: tc.ring})
 
 			wconn, err := pgx.Connect(ctx, url)
 			if err != nil {
@@ -116,4 +74,58 @@ func TestExactCatchUpPostgres(t *testing.T) {
 			t.Logf("workload: %v", w.Ops)
 		})
 	}
+}
+
+// startPipeline seeds a database of its own, replicates it with an engine
+// and serves that engine's hub with an API server of cfg; both stop when
+// the test ends. It returns the database, a connection to it, the API and
+// the engine.
+func startPipeline(t *testing.T, cfg api.Config) (string, *pgx.Conn, *apitest.Env, *stream.Engine) {
+	t.Helper()
+	url, name := localpg.NewDatabase(t)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(ctx) })
+	streamtest.Exec(t, conn, streamtest.Schema)
+	if err := streamtest.Seed(ctx, conn, 200, 50); err != nil {
+		t.Fatal(err)
+	}
+	var pub hub.Forward
+	ectx, ecancel := context.WithCancel(ctx)
+	engine, err := stream.NewEngine(ectx, stream.EngineConfig{
+		DatabaseURL: url, Slot: name, Publication: name, CreatePublication: true,
+		Sources: streamtest.Sources(), Prior: stream.Prior{Mean: 3.5, Weight: 10},
+		Heartbeat: 200 * time.Millisecond, StatusInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}, &pub)
+	if err != nil {
+		ecancel()
+		t.Fatal(err)
+	}
+	if err := engine.Migrate(); err != nil {
+		ecancel()
+		t.Fatal(err)
+	}
+	e := apitest.StartLog(t, cfg, nil, engine.Store())
+	pub.Set(e.Server.Hub())
+	done := make(chan error, 1)
+	go func() { done <- engine.Run(ectx) }()
+	t.Cleanup(func() {
+		ecancel()
+		if err := <-done; err != nil {
+			t.Errorf("engine: %v", err)
+		}
+		engine.Close()
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for engine.Readiness(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("engine not ready after 30s: %v", engine.Readiness(context.Background()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return url, conn, e, engine
 }
