@@ -73,14 +73,8 @@ func TestKill9Converges(t *testing.T) {
 		}
 	}()
 
-	p := start(t, nil, "serve", "--config", cfg)
-	kills := 0
-	for i := 0; i < 6; i++ {
-		time.Sleep(time.Duration(200+rnd.IntN(1500)) * time.Millisecond)
-		p.kill9()
-		kills++
-		p = start(t, nil, "serve", "--config", cfg)
-	}
+	const kills = 6
+	p := killRepeatedly(t, cfg, rnd, kills, 200*time.Millisecond)
 	time.Sleep(time.Second)
 	stopWriter()
 	wg.Wait()
@@ -113,4 +107,17 @@ func TestKill9Converges(t *testing.T) {
 	if behind {
 		t.Fatalf("slot confirmed %s, behind the committed checkpoint %s after a clean stop", confirmed, checkpoint)
 	}
+}
+
+// killRepeatedly starts serve and kills it with -9 n times, each a random
+// least to least+1.5 s after its start; it returns the instance left running.
+func killRepeatedly(t *testing.T, cfg string, rnd *rand.Rand, n int, least time.Duration) *proc {
+	t.Helper()
+	p := start(t, nil, "serve", "--config", cfg)
+	for range n {
+		time.Sleep(least + time.Duration(rnd.IntN(1500))*time.Millisecond)
+		p.kill9()
+		p = start(t, nil, "serve", "--config", cfg)
+	}
+	return p
 }

@@ -166,14 +166,8 @@ func TestSchemaZoo(t *testing.T) {
 		}
 	}()
 
-	p := start(t, nil, "serve", "--config", cfg)
-	kills := 0
-	for i := 0; i < 6; i++ {
-		time.Sleep(time.Duration(300+rnd.IntN(1500)) * time.Millisecond)
-		p.kill9()
-		kills++
-		p = start(t, nil, "serve", "--config", cfg)
-	}
+	const kills = 6
+	p := killRepeatedly(t, cfg, rnd, kills, 300*time.Millisecond)
 	time.Sleep(time.Second)
 	stopWriter()
 	wg.Wait()
