@@ -60,6 +60,9 @@ func (c *Cluster) URL(db string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", c.Port, db)
 }
 
+// Addr is the server's host:port on the loopback interface.
+func (c *Cluster) Addr() string { return fmt.Sprintf("127.0.0.1:%d", c.Port) }
+
 // BinDir finds the newest installed server's bin directory.
 func BinDir() (string, error) {
 	if p, err := exec.LookPath("pg_config"); err == nil {
@@ -336,6 +339,85 @@ func (c *Cluster) NewStandby(ctx context.Context, slot string, settings ...strin
 	}
 	return s, nil
 }
+
+// NewFailoverStandby makes a hot standby of c ready to replace it: a
+// physical slot slot on c, hot_standby_feedback on, and, with syncSlots
+// (PostgreSQL 17+), c's failover slots synchronized to it
+// (sync_replication_slots on the standby, synchronized_standby_slots on c).
+// The failover tests and the benchmark build the same pair from it.
+func (c *Cluster) NewFailoverStandby(ctx context.Context, slot string, syncSlots bool) (*Cluster, error) {
+	conn, err := pgx.Connect(ctx, c.URL(""))
+	if err != nil {
+		return nil, fmt.Errorf("localpg: connect: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `SELECT pg_create_physical_replication_slot($1, true)`, slot); err != nil {
+		return nil, fmt.Errorf("localpg: create physical slot %s: %w", slot, err)
+	}
+	settings := []string{"hot_standby_feedback = on"}
+	if syncSlots {
+		settings = append(settings, "sync_replication_slots = on")
+	}
+	conn.Close(ctx) // NewStandby stops c for the copy
+	s, err := c.NewStandby(ctx, slot, settings...)
+	if err != nil {
+		return nil, err
+	}
+	if !syncSlots {
+		return s, nil
+	}
+	if conn, err = pgx.Connect(ctx, c.URL("")); err != nil {
+		s.Stop() //nolint:errcheck
+		return nil, fmt.Errorf("localpg: connect: %w", err)
+	}
+	for _, q := range []string{`ALTER SYSTEM SET synchronized_standby_slots = ` + quoteLiteral(slot), `SELECT pg_reload_conf()`} {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			s.Stop() //nolint:errcheck
+			return nil, fmt.Errorf("localpg: %s: %w", q, err)
+		}
+	}
+	return s, nil
+}
+
+// WaitSlotSynced waits until standby holds a synced, persistent copy of
+// logical slot slot that has caught up with the position primary had
+// confirmed when called: only then does a promotion keep the slot.
+func WaitSlotSynced(ctx context.Context, primary, standby *Cluster, slot string, within time.Duration) error {
+	p, err := pgx.Connect(ctx, primary.URL(""))
+	if err != nil {
+		return fmt.Errorf("localpg: connect: %w", err)
+	}
+	defer p.Close(ctx)
+	var want string
+	if err := p.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&want); err != nil {
+		return fmt.Errorf("localpg: slot %s on the primary: %w", slot, err)
+	}
+	s, err := pgx.Connect(ctx, standby.URL(""))
+	if err != nil {
+		return fmt.Errorf("localpg: connect: %w", err)
+	}
+	defer s.Close(ctx)
+	for deadline := time.Now().Add(within); ; {
+		var ok bool
+		err := s.QueryRow(ctx, `SELECT synced AND NOT temporary AND confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`, slot, want).Scan(&ok)
+		if err == nil && ok {
+			return nil
+		}
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("localpg: slot %s on the standby: %w", slot, err)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("localpg: the standby has no synced copy of slot %s at %s after %s:\n%s", slot, want, within, standby.Log())
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
 // Promote turns a standby into a primary and waits until it accepts writes.
 func (c *Cluster) Promote(ctx context.Context) error {

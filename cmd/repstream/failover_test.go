@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,13 +13,8 @@ import (
 	"github.com/repstream/repstream/stream/streamtest"
 )
 
-// topology is a primary, a physical standby made by a cold copy of its data
-// directory, and a proxy in front of the primary.
-type topology struct {
-	primary, standby *localpg.Cluster
-	proxy            *streamtest.Proxy
-	version          int
-}
+// topology is streamtest.Failover, removed when the test ends.
+type topology struct{ *streamtest.Failover }
 
 // newTopology builds the topology with database app holding the
 // streamtest schema and seed rows. syncSlots configures failover slots
@@ -31,62 +24,25 @@ func newTopology(t *testing.T, syncSlots bool) *topology {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	primary, err := localpg.Start(ctx, localpg.Options{Settings: []string{"wal_sender_timeout = '10s'"}})
+	f, err := streamtest.StartFailover(ctx, localpg.Options{Settings: []string{"wal_sender_timeout = '10s'"}}, syncSlots)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { primary.Stop() }) //nolint:errcheck // the primary is killed by the failover
-	if err := localpg.CreateDatabase(ctx, primary.URL(""), "app"); err != nil {
-		t.Fatal(err)
-	}
-	conn := streamtest.Connect(t, primary.URL("app"))
-	streamtest.Exec(t, conn, streamtest.Schema)
-	if err := streamtest.Seed(ctx, conn, 500, 100); err != nil {
-		t.Fatal(err)
-	}
-	var version int
-	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
-		t.Fatal(err)
-	}
-	streamtest.Exec(t, conn, `SELECT pg_create_physical_replication_slot('standby1', true)`)
-	conn.Close(ctx)
-	settings := []string{"hot_standby_feedback = on"}
-	if syncSlots {
-		settings = append(settings, "sync_replication_slots = on")
-	}
-	standby, err := primary.NewStandby(ctx, "standby1", settings...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { standby.Stop() }) //nolint:errcheck
-	if syncSlots {
-		admin := streamtest.Connect(t, primary.URL(""))
-		streamtest.Exec(t, admin, `ALTER SYSTEM SET synchronized_standby_slots = 'standby1'`)
-		streamtest.Exec(t, admin, `SELECT pg_reload_conf()`)
-		admin.Close(ctx)
-	}
-	return &topology{primary: primary, standby: standby, proxy: streamtest.NewProxy(t, addrOf(primary)), version: version}
+	t.Cleanup(func() { f.Stop() }) //nolint:errcheck // the primary is killed by the failover
+	return &topology{f}
 }
-
-func addrOf(c *localpg.Cluster) string { return fmt.Sprintf("127.0.0.1:%d", c.Port) }
 
 // url is database app through the proxy.
-func (tp *topology) url(t testing.TB) string {
-	return tp.proxy.URL(t, tp.primary.URL("app"))
-}
+func (tp *topology) url(testing.TB) string { return tp.URL() }
 
 // failover crashes the primary, promotes the standby and points the proxy at it.
 func (tp *topology) failover(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := tp.primary.Kill(ctx); err != nil {
+	if _, _, _, err := tp.Switch(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := tp.standby.Promote(ctx); err != nil {
-		t.Fatal(err)
-	}
-	tp.proxy.Retarget(addrOf(tp.standby))
 }
 
 // writeThrough writes the random workload through the proxy until ctx
@@ -124,27 +80,8 @@ func writeThrough(ctx context.Context, url string, seed uint64) (wait func()) {
 // slot that has caught up with the primary's confirmed position at call time.
 func (tp *topology) waitSynced(t *testing.T, slot string) {
 	t.Helper()
-	ctx := context.Background()
-	p := streamtest.Connect(t, tp.primary.URL(""))
-	defer p.Close(ctx)
-	var want string
-	if err := p.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&want); err != nil {
+	if err := localpg.WaitSlotSynced(context.Background(), tp.Primary, tp.Standby, slot, 90*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	s := streamtest.Connect(t, tp.standby.URL(""))
-	defer s.Close(ctx)
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		var ok bool
-		err := s.QueryRow(ctx, `SELECT synced AND NOT temporary AND confirmed_flush_lsn >= $2::pg_lsn FROM pg_replication_slots WHERE slot_name = $1`, slot, want).Scan(&ok)
-		if err == nil && ok {
-			return
-		}
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-			t.Fatal(err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the standby has no synced copy of slot %s at %s after 90s:\n%s", slot, want, tp.standby.Log())
-		}
 	}
 }
 
@@ -195,10 +132,10 @@ func testFailover(t *testing.T, syncSlots bool) {
 	} else {
 		// doctor on the standby says the slot will not survive its promotion.
 		dctx, dcancel := context.WithTimeout(context.Background(), time.Minute)
-		rep := doctor.Run(dctx, doctor.Input{DatabaseURL: tp.standby.URL("app"), Publication: "app", Slot: "app", Sources: streamtest.Sources()})
+		rep := doctor.Run(dctx, doctor.Input{DatabaseURL: tp.Standby.URL("app"), Publication: "app", Slot: "app", Sources: streamtest.Sources()})
 		dcancel()
 		name, want := "failover.slot", doctor.Warn
-		if tp.version >= 170000 {
+		if tp.Version >= 170000 {
 			name, want = "failover.sync_replication_slots", doctor.Fail
 		}
 		if ch, ok := rep.Find(name); !ok || ch.Status != want {
@@ -269,8 +206,8 @@ func checkFailoverDoctor(t *testing.T, tp *topology) {
 		url    string
 		checks []string
 	}{
-		{tp.primary.URL("app"), []string{"failover.slot", "failover.synchronized_standby_slots"}},
-		{tp.standby.URL("app"), []string{"failover.sync_replication_slots", "failover.hot_standby_feedback", "failover.primary_slot_name", "failover.synced"}},
+		{tp.Primary.URL("app"), []string{"failover.slot", "failover.synchronized_standby_slots"}},
+		{tp.Standby.URL("app"), []string{"failover.sync_replication_slots", "failover.hot_standby_feedback", "failover.primary_slot_name", "failover.synced"}},
 	} {
 		rep := doctor.Run(ctx, doctor.Input{DatabaseURL: c.url, Publication: "app", Slot: "app", Sources: streamtest.Sources()})
 		for _, name := range c.checks {

@@ -63,7 +63,7 @@ func TestServeWaitsForDatabase(t *testing.T) {
 	if err := c.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
-	px.Retarget(addrOf(c))
+	px.Retarget(c.Addr())
 	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if code, _ := httpGet(t, base+"/readyz", ""); code == http.StatusOK {
 			break

@@ -24,16 +24,29 @@ type Proxy struct {
 // it stops when the test ends.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := StartProxy(target)
 	if err != nil {
 		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// StartProxy is NewProxy outside a test (the benchmark's failover): the
+// caller closes it.
+func StartProxy(target string) (*Proxy, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
 	}
 	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(p.close)
-	return p
+	return p, nil
 }
+
+// Addr is the proxy's host:port, for connection strings built by hand.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 
 // URL is dbURL with its host and port replaced by the proxy's.
 func (p *Proxy) URL(t testing.TB, dbURL string) string {
@@ -42,7 +55,7 @@ func (p *Proxy) URL(t testing.TB, dbURL string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Host = p.ln.Addr().String()
+	u.Host = p.Addr()
 	return u.String()
 }
 
@@ -85,7 +98,8 @@ func (p *Proxy) Cut() {
 	}
 }
 
-func (p *Proxy) close() {
+// Close stops listening and cuts every connection.
+func (p *Proxy) Close() {
 	p.ln.Close()
 	p.Thaw()
 	p.Cut()
