@@ -247,7 +247,9 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	defer cancel()
 	go func() {
 		<-sctx.Done()
-		_ = ws.NetConn().SetReadDeadline(time.Now())
+		// Close, not a read deadline: the loop sets a new deadline before
+		// every read, which would undo one set here while frames keep coming.
+		_ = ws.NetConn().Close()
 	}()
 	var wmu sync.Mutex
 	send := func(m wire.ClientMessage) error {
