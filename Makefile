@@ -75,7 +75,8 @@ e2e:
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(GO) test -tags e2e -count=1 -timeout 10m ./web/...
 
-bench: build
+# The primary failover step runs on the pinned PostgreSQL 17 (pgversions).
+bench: build pgversions
 	$(GO) run ./cmd/repstream bench
 
 clean:

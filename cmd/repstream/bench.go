@@ -27,7 +27,7 @@ func init() {
 		f := cmd.Flags()
 		quick := f.Bool("quick", os.Getenv("BENCH_QUICK") == "1", "smaller sizes and fewer runs (also BENCH_QUICK=1)")
 		runs := f.Int("runs", 0, "repetitions of each measurement (0: 3, quick 2)")
-		only := f.StringSlice("only", nil, "run only these: codec, drain, ingest, latency, fanout, resume, bigtxn, nodes (no results file)")
+		only := f.StringSlice("only", nil, "run only these: codec, drain, ingest, latency, fanout, resume, bigtxn, nodes, pgfailover (no results file)")
 		service := f.String("service", "", "the repstream executable to measure as the service (default: this one), to compare two builds")
 		out := f.String("out", "cmd/repstream/bench/RESULTS.md", "results file; empty writes none")
 		profile := f.String("profile", "", "directory for the service's CPU and heap profiles (runs it with `bench serve`)")

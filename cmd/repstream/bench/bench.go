@@ -44,7 +44,7 @@ type Options struct {
 	// Runs is how many times each measurement repeats (zero: 3, quick 2).
 	Runs int
 	// Only, if not empty, names the measurements to run (drain, ingest,
-	// latency, fanout, resume, codec, bigtxn, nodes).
+	// latency, fanout, resume, codec, bigtxn, nodes, pgfailover).
 	Only []string
 	// Out is the results file; empty writes none.
 	Out string
@@ -190,6 +190,7 @@ api: { max_connections: 30000, heartbeat: 30s, max_subjects: 100000 }
 		{"resume", e.resume},
 		{"bigtxn", e.bigTxn},
 		{"nodes", e.nodes},
+		{"pgfailover", e.pgFailover},
 	}
 	var failed []string
 	for _, s := range steps {

@@ -24,8 +24,11 @@ import (
 // nodes measures several nodes (issue 11): failover from the active
 // replicating node to the standby after kill -9, and how long a committed
 // delta waits before it reaches a serve node's client while Redis is down
-// for 10 s (the node polls the store), next to the same with Redis up. The
-// nodes use a slot of their own; the single service is stopped meanwhile.
+// for 10 s (the node polls the store), next to the same with Redis up; the
+// same client load through nginx to two serve nodes against one directly;
+// and the cost of the bus per delivery: one serve node fed over Redis by
+// the replicating node against one node with no bus. The nodes use a slot
+// of their own; the single service is stopped meanwhile.
 func (e *env) nodes(ctx context.Context) error {
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		return fmt.Errorf("redis-server is not installed: %w", err)
@@ -68,14 +71,15 @@ func (e *env) nodes(ctx context.Context) error {
 		return err
 	}
 	cfg := filepath.Join(e.dir, "nodes.yaml")
+	busLine := fmt.Sprintf(`bus: { redis_url: "redis://127.0.0.1:%d/0" }`, redisPort)
 	body := fmt.Sprintf(`database_url: %s
 slot: bench_nodes
 publication: bench_nodes
 heartbeat: 1s
 log: { level: info }
 auth: { insecure: true }
-bus: { redis_url: "redis://127.0.0.1:%d/0" }
-%s`, e.dbURL, redisPort, streamtest.SourcesYAML)
+%s
+%s`, e.dbURL, busLine, streamtest.SourcesYAML)
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		return err
 	}
@@ -91,7 +95,11 @@ bus: { redis_url: "redis://127.0.0.1:%d/0" }
 			return nil, "", err
 		}
 		addr := fmt.Sprintf("127.0.0.1:%d", port)
-		cmd := exec.Command(e.self, "serve", "--config", cfg, "--role", role, "--listen", addr)
+		args := []string{"serve", "--config", cfg, "--listen", addr}
+		if role != "" {
+			args = append(args, "--role", role)
+		}
+		cmd := exec.Command(e.self, args...)
 		cmd.Stdout, cmd.Stderr = e.svcLog, e.svcLog
 		if err := cmd.Start(); err != nil {
 			return nil, "", err
@@ -110,7 +118,7 @@ bus: { redis_url: "redis://127.0.0.1:%d/0" }
 	if err != nil {
 		return err
 	}
-	_, vAddr, err := node("serve")
+	vNode, vAddr, err := node("serve")
 	if err != nil {
 		return err
 	}
@@ -189,40 +197,113 @@ bus: { redis_url: "redis://127.0.0.1:%d/0" }
 
 	// nginx (deploy/nginx/repstream.conf) in front of two serve nodes
 	// against one serve node directly: the same clients, the same writes.
-	_, v2Addr, err := node("serve")
+	v2, v2Addr, err := node("serve")
 	if err != nil {
 		return err
 	}
-	ngAddr, stopNginx, err := e.startNginx(vAddr, v2Addr)
-	if err != nil {
+	if ngAddr, stopNginx, err := e.startNginx(vAddr, v2Addr); err != nil {
 		e.note("nginx not measured: %v", err)
-		return nil
+	} else {
+		direct, err := clientLoad(ctx, "ws://"+vAddr+"/v1/stream", 50, 10*time.Second)
+		if err == nil {
+			var proxied loadResult
+			if proxied, err = clientLoad(ctx, "ws://"+ngAddr+"/v1/stream", 50, 10*time.Second); err == nil {
+				e.add(row{Measurement: "nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision)",
+					Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p99 %s", direct.rate, direct.p99.Round(time.Millisecond)),
+					Result:   fmt.Sprintf("nginx: %.0f deliveries/s, p99 %s", proxied.rate, proxied.p99.Round(time.Millisecond)),
+					Ratio:    fmt.Sprintf("p99 +%s", (proxied.p99 - direct.p99).Round(time.Millisecond)),
+					Target:   "report", Verdict: "—"})
+			}
+		}
+		stopNginx()
+		if err != nil {
+			return err
+		}
 	}
-	defer stopNginx()
-	direct, err := clientLoad(ctx, "ws://"+vAddr+"/v1/stream", 50, 10*time.Second)
+
+	// The bus against no bus: the same clients and writes on one serve node
+	// fed over Redis by the replicating node, then on one node that
+	// replicates and serves with no bus (the default single-node mode, the
+	// same configuration without bus:, the same slot). Nothing else of
+	// repstream runs meanwhile: the second serve node and the standby stop.
+	stopProc(v2, syscall.SIGTERM)
+	stopProc(standby, syscall.SIGTERM)
+	wsURL := "ws://" + vAddr + "/v1/stream"
+	var bus []loadResult
+	for range e.runs {
+		r, err := clientLoad(ctx, wsURL, 50, 10*time.Second, active.Process.Pid, vNode.Process.Pid, redis.Process.Pid)
+		if err != nil {
+			return err
+		}
+		bus = append(bus, r)
+	}
+	stopProc(vNode, syscall.SIGTERM)
+	stopProc(active, syscall.SIGTERM)
+	single := filepath.Join(e.dir, "nodes-nobus.yaml")
+	if err := os.WriteFile(single, []byte(strings.Replace(body, busLine, "", 1)), 0o600); err != nil {
+		return err
+	}
+	cfg = single
+	one, oAddr, err := node("")
 	if err != nil {
 		return err
 	}
-	proxied, err := clientLoad(ctx, "ws://"+ngAddr+"/v1/stream", 50, 10*time.Second)
-	if err != nil {
-		return err
+	if err := waitReplicating(ctx, oAddr, 3*time.Minute); err != nil {
+		return fmt.Errorf("the node without a bus: %w", err)
 	}
-	e.add(row{Measurement: "nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision)",
-		Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p99 %s", direct.rate, direct.p99.Round(time.Millisecond)),
-		Result:   fmt.Sprintf("nginx: %.0f deliveries/s, p99 %s", proxied.rate, proxied.p99.Round(time.Millisecond)),
-		Ratio:    fmt.Sprintf("p99 +%s", (proxied.p99 - direct.p99).Round(time.Millisecond)),
-		Target:   "report", Verdict: "—"})
+	wsURL = "ws://" + oAddr + "/v1/stream"
+	var alone []loadResult
+	for range e.runs {
+		r, err := clientLoad(ctx, wsURL, 50, 10*time.Second, one.Process.Pid)
+		if err != nil {
+			return err
+		}
+		alone = append(alone, r)
+	}
+	b, a := medianLoad(bus), medianLoad(alone)
+	perB, perA := b.cpuPerDelivery(), a.cpuPerDelivery()
+	e.add(row{Measurement: fmt.Sprintf("nodes: bus against no bus: 50 clients of seller:* on one serve node fed over Redis by a replicating node, against one node replicating and serving without a bus (the same configuration but bus:, the same slot, the same writer, ~%.0f tx/s; arrival − source commit, ms precision; CPU: /proc/<pid>/stat over the 10 s, divided by the deliveries; of %d runs, the one of median rate, the lower for an even count)", a.rate/50, len(alone)),
+		Baseline: fmt.Sprintf("no bus (1 repstream process): %.0f deliveries/s, p50 %s, p99 %s, CPU %.0f µs per delivery", a.rate, a.p50.Round(time.Millisecond), a.p99.Round(time.Millisecond), perA),
+		Result: fmt.Sprintf("bus (replicate + serve + Redis): %.0f deliveries/s, p50 %s, p99 %s, CPU %.0f µs per delivery (replicate %.0f, serve %.0f, Redis %.0f)",
+			b.rate, b.p50.Round(time.Millisecond), b.p99.Round(time.Millisecond), perB, b.perProc(0), b.perProc(1), b.perProc(2)),
+		Ratio:  fmt.Sprintf("CPU %.2f×; p50 %+d ms, p99 %+d ms", perB/perA, (b.p50 - a.p50).Milliseconds(), (b.p99 - a.p99).Milliseconds()),
+		Target: "report", Verdict: "reported"})
 	return nil
 }
 
 type loadResult struct {
-	rate float64
-	p99  time.Duration
+	rate     float64
+	p50, p99 time.Duration
+	n        int             // deliveries in the window
+	cpu      []time.Duration // CPU time of each process asked for, in the window
+}
+
+// cpuPerDelivery is the CPU time of all the processes per delivery, in µs.
+func (r loadResult) cpuPerDelivery() float64 {
+	var sum time.Duration
+	for _, c := range r.cpu {
+		sum += c
+	}
+	return float64(sum.Microseconds()) / float64(max(r.n, 1))
+}
+
+// perProc is process i's CPU time per delivery, in µs.
+func (r loadResult) perProc(i int) float64 {
+	return float64(r.cpu[i].Microseconds()) / float64(max(r.n, 1))
+}
+
+// medianLoad is the run with the median rate; its own latencies and CPU
+// go with it, so the figures of a row come from one run.
+func medianLoad(rs []loadResult) loadResult {
+	s := append([]loadResult(nil), rs...)
+	sort.Slice(s, func(i, j int) bool { return s[i].rate < s[j].rate })
+	return s[(len(s)-1)/2]
 }
 
 // clientLoad runs n clients of url for d and returns their deliveries per
-// second and the 99th percentile of arrival − source commit.
-func clientLoad(ctx context.Context, url string, n int, d time.Duration) (loadResult, error) {
+// second, the 50th and 99th percentiles of arrival − source commit, and
+// the CPU time each of pids spent in the same window.
+func clientLoad(ctx context.Context, url string, n int, d time.Duration, pids ...int) (loadResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	rec := &waits{}
@@ -237,15 +318,30 @@ func clientLoad(ctx context.Context, url string, n int, d time.Duration) (loadRe
 		go func() { defer wg.Done(); _ = c.Run(ctx) }()
 	}
 	time.Sleep(3 * time.Second) // connected, snapshots in
+	cpu := make([]time.Duration, len(pids))
+	for i, pid := range pids {
+		c, err := cpuTime(pid)
+		if err != nil {
+			return loadResult{}, err
+		}
+		cpu[i] = -c
+	}
 	rec.start()
 	time.Sleep(d)
 	ws := rec.stop()
+	for i, pid := range pids {
+		c, err := cpuTime(pid)
+		if err != nil {
+			return loadResult{}, err
+		}
+		cpu[i] += c
+	}
 	cancel()
 	if len(ws) == 0 {
 		return loadResult{}, fmt.Errorf("no delivery through %s", url)
 	}
 	sort.Slice(ws, func(i, j int) bool { return ws[i] < ws[j] })
-	return loadResult{rate: float64(len(ws)) / d.Seconds(), p99: ws[len(ws)*99/100]}, nil
+	return loadResult{rate: float64(len(ws)) / d.Seconds(), p50: ws[len(ws)/2], p99: ws[len(ws)*99/100], n: len(ws), cpu: cpu}, nil
 }
 
 // waits records arrival − source commit of every delta while on.

@@ -132,6 +132,28 @@ measurement wrote is not flushed during the next.
   its Go heap and stacks in use sampled every 100 ms from /metrics beside
   it. Single runs; after each the derived state must equal the SQL
   recomputation.
+- **several nodes, bus against no bus**: a writer commits single-row
+  reviews (about 150–200 a second) while 50 clients of ` + "`seller:*`" + ` run for 10 s
+  against one serve node fed over Redis by the replicating node (the
+  standby and the second serve node stopped), then against one node that
+  replicates and serves with no bus (the same configuration without
+  ` + "`bus:`" + `, the same slot). Latency is arrival − the source commit timestamp.
+  CPU is utime + stime from /proc/<pid>/stat of the processes named,
+  Redis's included, over the same 10 s, divided by the deliveries: each
+  transaction is delivered 50 times, so the replicating side's work per
+  transaction is spread over 50 deliveries.
+- **primary failover**: on the pinned PostgreSQL 17, a primary, a physical
+  standby made by a cold copy of its data directory (hot_standby_feedback
+  on; with the synchronized slot, sync_replication_slots on the standby and
+  synchronized_standby_slots on the primary) and a TCP proxy in front of
+  the primary, which ` + "`serve`" + ` and a writer (one review every 5 ms) use.
+  With the slot synchronized (waited for), the primary is stopped in
+  immediate mode (no shutdown checkpoint, as kill -9), the standby promoted
+  (` + "`pg_ctl promote -w`" + `) and the proxy moved to it; the writer, paused during
+  the switch, then writes marker sellers, and the time runs to the first
+  marker delta at a WebSocket client of ` + "`serve`" + `. Without the synchronized
+  slot the same, with a new epoch: the client must reset (checked) before
+  that delta. Each run builds the topology afresh.
 `
 
 func loadavg() string {
