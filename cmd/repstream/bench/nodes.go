@@ -211,7 +211,7 @@ auth: { insecure: true }
 				e.add(row{Measurement: "nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision)",
 					Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p99 %s", direct.rate, direct.p99.Round(time.Millisecond)),
 					Result:   fmt.Sprintf("nginx: %.0f deliveries/s, p99 %s", proxied.rate, proxied.p99.Round(time.Millisecond)),
-					Ratio:    fmt.Sprintf("p99 +%s", (proxied.p99 - direct.p99).Round(time.Millisecond)),
+					Ratio:    fmt.Sprintf("p99 %+d ms", (proxied.p99 - direct.p99).Milliseconds()),
 					Target:   "report", Verdict: "—"})
 			}
 		}
