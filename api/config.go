@@ -60,6 +60,11 @@ type Config struct {
 	MaxThrottle time.Duration `yaml:"max_throttle"`
 	// HTTPTimeout bounds each REST request. Zero means 30s.
 	HTTPTimeout time.Duration `yaml:"http_timeout"`
+	// StoreTimeout bounds each store read of a subscribe, so a store that
+	// stops answering fails it (and closes the connection with 1011: the
+	// client reconnects, to another node behind a load balancer) instead
+	// of hanging it. Zero means 10s.
+	StoreTimeout time.Duration `yaml:"store_timeout"`
 	// MaxLimit bounds the limit parameter of list endpoints. Zero means
 	// 10000.
 	MaxLimit int `yaml:"max_limit"`
@@ -119,6 +124,7 @@ func (c Config) HubConfig() hub.Config {
 		MaxSubscriptions: c.MaxSubscriptions,
 		MaxSubjects:      c.MaxSubjects,
 		MaxBoardTop:      c.MaxBoardTop,
+		StoreTimeout:     c.StoreTimeout,
 	}
 }
 
@@ -146,6 +152,7 @@ func (c Config) Validate() error {
 		neg("min_throttle", int64(c.MinThrottle)),
 		neg("max_throttle", int64(c.MaxThrottle)),
 		neg("http_timeout", int64(c.HTTPTimeout)),
+		neg("store_timeout", int64(c.StoreTimeout)),
 		neg("max_limit", int64(c.MaxLimit)),
 		neg("subscribe_workers", int64(c.SubscribeWorkers)),
 	} {

@@ -13,6 +13,9 @@ type metrics struct {
 	writtenBytes prometheus.Counter
 	sessions     prometheus.Gauge
 	http         *prometheus.CounterVec
+	// storeRefusals counts requests refused because the store did not
+	// answer: a node behind a load balancer that hands its clients away.
+	storeRefusals prometheus.Counter
 }
 
 // newMetrics creates the API's metrics, registered with reg unless it is nil.
@@ -28,12 +31,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return f.NewCounter(prometheus.CounterOpts(opts(name, help)))
 	}
 	return &metrics{
-		authFailures: counterVec("auth_failures_total", "Refused tokens, by reason (missing, expired, signature, malformed, forbidden, ...).", "reason"),
-		closes:       counterVec("ws_closes_total", "WebSocket connections closed by the server, by close code.", "code"),
-		received:     counterVec("ws_messages_received_total", "Client messages received, by type.", "type"),
-		written:      counter("ws_frames_sent_total", "Frames written to WebSocket clients."),
-		writtenBytes: counter("ws_sent_bytes_total", "Bytes of frames written to WebSocket clients."),
-		sessions:     f.NewGauge(prometheus.GaugeOpts(opts("ws_sessions", "Open WebSocket sessions."))),
-		http:         counterVec("http_requests_total", "REST requests, by route and status.", "route", "status"),
+		authFailures:  counterVec("auth_failures_total", "Refused tokens, by reason (missing, expired, signature, malformed, forbidden, ...).", "reason"),
+		closes:        counterVec("ws_closes_total", "WebSocket connections closed by the server, by close code.", "code"),
+		received:      counterVec("ws_messages_received_total", "Client messages received, by type.", "type"),
+		written:       counter("ws_frames_sent_total", "Frames written to WebSocket clients."),
+		writtenBytes:  counter("ws_sent_bytes_total", "Bytes of frames written to WebSocket clients."),
+		sessions:      f.NewGauge(prometheus.GaugeOpts(opts("ws_sessions", "Open WebSocket sessions."))),
+		http:          counterVec("http_requests_total", "REST requests, by route and status.", "route", "status"),
+		storeRefusals: counter("store_refusals_total", "WebSocket upgrades and REST reads refused with 503 because this node's store did not answer."),
 	}
 }

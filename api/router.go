@@ -38,9 +38,12 @@ func (s *Server) routes() http.Handler {
 		r.Use(s.countHTTP)
 		r.Use(s.authenticate)
 		r.With(s.requireAdmin).Get("/v1/status", s.getStatus)
-		r.Get("/v1/subjects", s.listSubjects)
-		r.Get("/v1/subjects/{subject}", s.getSubject)
-		r.Get("/v1/subjects/{subject}/deltas", s.getDeltas)
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireStore)
+			r.Get("/v1/subjects", s.listSubjects)
+			r.Get("/v1/subjects/{subject}", s.getSubject)
+			r.Get("/v1/subjects/{subject}/deltas", s.getDeltas)
+		})
 	})
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such endpoint")

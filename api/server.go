@@ -69,6 +69,7 @@ type Server struct {
 	m       *metrics
 	version string
 	codecs  []wire.Codec
+	store   storeCheck
 	cors    *cors.Cors
 
 	mu       sync.Mutex
@@ -114,6 +115,7 @@ func NewServer(o Options) (*Server, error) {
 	s := &Server{
 		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, follow: o.Follow, status: o.Status, ready: o.Ready,
 		gather: o.Gatherer, logger: o.Logger, m: newMetrics(o.Registerer), version: o.Version, codecs: wire.Codecs(),
+		store: storeCheck{log: o.Log},
 	}
 	hcs := make([]hub.Codec, len(s.codecs))
 	for i, c := range s.codecs {

@@ -69,6 +69,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			"websocket upgrade: not a WebSocket handshake (a GET with Upgrade: websocket and Connection: Upgrade)")
 		return
 	}
+	if s.refuseWithoutStore(w) {
+		return
+	}
 	conn, rw, hs, err := upgrader.Upgrade(r, w)
 	if err != nil {
 		if conn != nil {
@@ -706,6 +709,12 @@ func (ss *session) serve(ctx context.Context, m wire.ClientMessage) {
 					s.logger.Error("api: subscribe failed", "err", err)
 				}
 				ss.hc.Enqueue(ss.codec.Error(m.ID, he.Code, he.Msg))
+				if he.Code == hub.CodeInternal && s.store.now() != nil {
+					// The store is gone: the client reconnects with
+					// backoff, through a load balancer to a node that
+					// has one, and resumes from its cursor.
+					ss.hc.Close(CloseInternal, "store unavailable")
+				}
 			}
 		}
 	}

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/repstream/repstream/stream/streamtest"
 )
 
 // nginxProc runs deploy/nginx/repstream.conf with Debian's nginx in front
@@ -154,4 +158,70 @@ func httpGetNoFail(url string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// TestNginxSkipsNodeWithoutStore cuts one serve node off from its store
+// (a black-holed network, the node itself running): it can serve nobody,
+// so it refuses new streams with 503 before the upgrade, nginx moves each
+// such client to the other node in the same request, and every client
+// connecting through nginx meanwhile gets its snapshot and follows exactly.
+// (Debian's nginx cannot probe /readyz; this is how a node's readiness
+// reaches it.)
+func TestNginxSkipsNodeWithoutStore(t *testing.T) {
+	c := newCluster(t)
+	c.replicator()
+	u, err := url.Parse(c.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := streamtest.NewProxy(t, u.Host)
+	_, a1 := c.node("serve", "", "store:\n  database_url: "+px.URL(t, c.dbURL)+"\n")
+	_, a2 := c.node("serve", "")
+	ng := startNginx(t, a1, a2)
+	c.write()
+	time.Sleep(time.Second)
+	px.Freeze()
+	if code, _ := httpGetNoFail("http://" + a1 + "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz of the node without its store: %d, want 503", code)
+	}
+	code, body := wsHandshake(t, a1)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "store") {
+		t.Errorf("a WebSocket upgrade on the node without its store: %d %s, want 503 naming the store", code, body)
+	}
+	var ws []*watcher
+	for i := range 6 {
+		ws = append(ws, watchNode(t, fmt.Sprintf("client %d via nginx", i), wsURL(ng.addr), "", 0))
+	}
+	time.Sleep(time.Second)
+	c.stopWriting()
+	for _, w := range ws {
+		w.converged(t, c.conn, 60*time.Second)
+		if st := w.c.Stats(); st.Resets != 0 {
+			t.Errorf("%s: %d resets, want none (stats %+v)", w.name, st.Resets, st)
+		}
+	}
+	px.Thaw()
+}
+
+// wsHandshake sends a WebSocket upgrade to addr's /v1/stream and returns
+// the status and body of the answer.
+func wsHandshake(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v1/stream", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Connection", "Upgrade")
+	req.Header.Set("Upgrade", "websocket")
+	req.Header.Set("Sec-WebSocket-Version", "13")
+	req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	return resp.StatusCode, string(b)
 }

@@ -40,6 +40,10 @@ type Config struct {
 	MaxSubjects int
 	// MaxBoardTop bounds a leaderboard subscription's top. Zero means 100.
 	MaxBoardTop int
+	// StoreTimeout bounds each read of the store, so a store that stops
+	// answering (a black-holed network) fails a subscribe instead of
+	// hanging it. Zero means 10 s.
+	StoreTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -60,6 +64,9 @@ func (c Config) withDefaults() Config {
 	def(&c.MaxBoardTop, 100)
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 15 * time.Second
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 10 * time.Second
 	}
 	if c.Shards < 1 {
 		c.Shards = 1

@@ -206,12 +206,12 @@ func TestTicksWhileThrottledDeltasHeld(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	c := r.h.Connect(0)
 	defer r.h.Disconnect(c)
-	c.Admit()
 	rd := newReader(t, c, wire.JSON{})
 	defer rd.close()
 	if _, err := c.Subscribe(ctx, hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}, Throttle: 1500 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
+	c.Admit() // ticks from here on: none can come before subscribed
 	rd.expectTypes(t, "subscribed", "snapshot")
 	r.write(hub.Op{Subject: "seller:1", Score: 5e6}) // the first is flushed at once
 	if m := rd.next(t); len(m.Deltas) != 1 {

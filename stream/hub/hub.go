@@ -83,10 +83,11 @@ func New(o Options) *Hub {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
+	cfg := o.Config.withDefaults()
 	h := &Hub{
-		log:     o.Log,
+		log:     boundedLog{o.Log, cfg.StoreTimeout},
 		codecs:  o.Codecs,
-		cfg:     o.Config.withDefaults(),
+		cfg:     cfg,
 		logger:  o.Logger,
 		scratch: make(map[*Conn][]*item),
 		owed:    make(map[*sub][]*item),
