@@ -32,7 +32,7 @@ test: vet
 # runs on the installed server). Without -race: the full suite has it.
 PG_VERSIONS   ?= 14 16 17 18
 VERSIONS_PKGS := ./cdc/localpg ./sql/migrations ./stream ./cdc/doctor ./api/e2e
-VERSIONS_CMD  := TestKill9Converges|TestSlotDroppedUnderRunningService|TestSlotLostToMaxSlotWALKeepSize|TestServeWaitsForDatabase|TestFailover.*
+VERSIONS_CMD  := TestKill9Converges|TestSlotDroppedUnderRunningService|TestSlotLostToMaxSlotWALKeepSize|TestServeWaitsForDatabase|TestFailover.*|TestStandbySource.*
 test-versions: pgversions
 	@for v in $(PG_VERSIONS); do \
 		start=$$(date +%s); echo "== PostgreSQL $$v"; \

@@ -73,6 +73,10 @@ type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
+// walPosition is the server's current WAL position: the replay position
+// on a standby, where pg_current_wal_lsn() is an error.
+const walPosition = `(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)`
+
 // LookupSlot returns the slot, or ok=false when it does not exist.
 func LookupSlot(ctx context.Context, q Querier, name string) (s Slot, ok bool, err error) {
 	var restart, confirmed *string
@@ -82,8 +86,8 @@ func LookupSlot(ctx context.Context, q Querier, name string) (s Slot, ok bool, e
 	err = q.QueryRow(ctx, `
 SELECT slot_name, coalesce(plugin, ''), coalesce(database, ''), active, active_pid,
        restart_lsn::text, confirmed_flush_lsn::text, wal_status,
-       (pg_current_wal_lsn() - restart_lsn)::bigint,
-       (pg_current_wal_lsn() - confirmed_flush_lsn)::bigint
+       (`+walPosition+` - restart_lsn)::bigint,
+       (`+walPosition+` - confirmed_flush_lsn)::bigint
 FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(
 		&s.Name, &s.Plugin, &s.Database, &s.Active, &pid, &restart, &confirmed, &walStatus, &retained, &lag)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -124,11 +128,13 @@ type CreatedSlot struct {
 // snapshot stays importable only until the next command on conn, so load it
 // before starting replication on the same connection. On PostgreSQL 17 and
 // later the slot is a failover slot: a standby with sync_replication_slots
-// keeps a copy, so a promotion does not lose it.
+// keeps a copy, so a promotion does not lose it. On a standby (16+), which
+// cannot have failover slots, the command waits for the primary's next
+// running-transactions record (see LogStandbySnapshot).
 func CreateSlot(ctx context.Context, conn *pgconn.PgConn, name string) (CreatedSlot, error) {
 	var r pglogrepl.CreateReplicationSlotResult
 	var err error
-	if serverMajor(conn) >= 17 {
+	if serverMajor(conn) >= 17 && !InHotStandby(conn) {
 		r, err = pglogrepl.ParseCreateReplicationSlot(conn.Exec(ctx,
 			fmt.Sprintf("CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export', FAILOVER true)", quoteIdent(name))))
 	} else {

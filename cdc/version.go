@@ -43,3 +43,30 @@ func serverMajor(conn *pgconn.PgConn) int {
 	n, _ := strconv.Atoi(v)
 	return n
 }
+
+// InHotStandby says whether conn's server was a standby when it last
+// reported in_hot_standby (PostgreSQL 14+ reports it at connect and when
+// it changes, so a promotion turns it off).
+func InHotStandby(conn *pgconn.PgConn) bool {
+	return conn.ParameterStatus("in_hot_standby") == "on"
+}
+
+// InRecovery says whether q's server is a standby (still in recovery).
+func InRecovery(ctx context.Context, q Querier) (bool, error) {
+	var in bool
+	if err := q.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&in); err != nil {
+		return false, fmt.Errorf("cdc: read pg_is_in_recovery: %w", err)
+	}
+	return in, nil
+}
+
+// LogStandbySnapshot asks the primary q is connected to for a
+// running-transactions WAL record (pg_log_standby_snapshot, 16+): a
+// logical slot being created on its standby waits for one, which the
+// primary otherwise logs only every 15 s, and not at all while idle.
+func LogStandbySnapshot(ctx context.Context, q Querier) error {
+	if _, err := q.Exec(ctx, `SELECT pg_log_standby_snapshot()`); err != nil {
+		return fmt.Errorf("cdc: pg_log_standby_snapshot: %w", err)
+	}
+	return nil
+}

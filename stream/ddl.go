@@ -444,6 +444,11 @@ func (e *Engine) keepAppWrites(ctx context.Context, pub cdc.Publication, t cdc.T
 	if !e.cfg.CreatePublication || cdc.CoversIdentity(pub, t, key) {
 		return
 	}
+	if e.standby.Load() {
+		e.log.Error("the publication's column list no longer covers the replica identity of a source table: the primary rejects the application's UPDATE and DELETE on it, and repstream cannot fix the list from a standby; on the primary, drop the table from the publication and add it back with its key columns (`repstream publication sql` prints the list)",
+			"table", t.String(), "key", key)
+		return
+	}
 	if err := cdc.RepublishTable(ctx, e.pool, e.cfg.Publication, t, key); err != nil {
 		e.log.Error("the publication's column list no longer covers the replica identity of a source table: Postgres rejects the application's UPDATE and DELETE on it, and repstream could not fix the list",
 			"table", t.String(), "err", err)

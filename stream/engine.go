@@ -92,6 +92,10 @@ type Engine struct {
 	announced string
 	announce  bool
 	waiting   string // guarded by mu; the slot holder a standby waits for
+	// standby says the source database is a hot standby (PostgreSQL 16+
+	// decodes there): no heartbeat, no publication changes, and a slot
+	// created with the primary's help (see load). Set by each session.
+	standby atomic.Bool
 
 	metrics *engineMetrics
 }
@@ -315,10 +319,13 @@ func (e *Engine) migrateWhenReachable(ctx context.Context) error {
 		if errors.As(err, &ce) || ctx.Err() != nil {
 			return err
 		}
-		why := "database unreachable: " + err.Error()
+		why, msg := "database unreachable: "+err.Error(), "database unreachable; retrying"
+		if errors.Is(err, errStoreStandby) {
+			why, msg = err.Error(), "the store is not writable; retrying"
+		}
 		e.down.Store(&why)
 		wait := backoff(attempt)
-		e.log.Error("database unreachable; retrying", "err", err, "attempt", attempt, "retry_in", wait)
+		e.log.Error(msg, "err", err, "attempt", attempt, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -400,7 +407,27 @@ func (e *Engine) reachable(ctx context.Context) error {
 			return err
 		}
 	}
+	in, err := cdc.InRecovery(ctx, e.store.Pool())
+	if err != nil {
+		return err
+	}
+	if in {
+		return e.storeInRecovery()
+	}
 	return nil
+}
+
+// errStoreStandby marks a store whose server is in recovery.
+var errStoreStandby = errors.New("the store is read-only")
+
+// storeInRecovery is why the store cannot be used while its server is a
+// standby: retried, since a standby reached during a promotion becomes
+// writable, but named with the fix, since most often it is configuration.
+func (e *Engine) storeInRecovery() error {
+	if e.cfg.StoreURL == e.cfg.DatabaseURL {
+		return fmt.Errorf("%w: database_url is a standby (in recovery), and repstream writes its state to the same database unless store.database_url is set: to read from a standby (PostgreSQL 16+), set store.database_url to a writable database on the primary; otherwise point database_url at the primary", errStoreStandby)
+	}
+	return fmt.Errorf("%w: store.database_url is a standby (in recovery): repstream writes its state there; point it at the primary", errStoreStandby)
 }
 
 // endSilentHolder ends every connection of the slot's holder (its
@@ -453,6 +480,10 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 	if err != nil {
 		return p, err
 	}
+	if !p.Exists && e.standby.Load() {
+		return p, fmt.Errorf("publication %s does not exist, and the source is a standby (read-only): create it on the primary, whose tables this standby replicates: %s",
+			e.cfg.Publication, cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
+	}
 	if !p.Exists && e.cfg.CreatePublication {
 		if err := cdc.CreatePublication(ctx, e.pool, e.cfg.Publication, tables, keys); err != nil {
 			return p, fmt.Errorf("%w (create it as a DBA: %s)", err, cdc.PublicationDDLFor(e.cfg.Publication, tables, keys, p.ColumnLists))
@@ -467,6 +498,9 @@ func (e *Engine) publication(ctx context.Context, tables []cdc.Table, keys map[s
 
 // session is one replication connection's life: bootstrap, then stream.
 func (e *Engine) session(ctx context.Context) error {
+	if err := e.checkSource(ctx); err != nil {
+		return err
+	}
 	shapes, err := e.inspect(ctx)
 	if err != nil {
 		return e.refused(err)
@@ -532,7 +566,22 @@ func (e *Engine) session(ctx context.Context) error {
 			meta.Timeline = sys.Timeline
 		}
 	}
+	// An invalidated slot cannot stream: on a standby a recovery conflict
+	// invalidates it with wal_status not always 'lost' (16).
+	invalidated := ""
+	if slotOK {
+		x, ok, err := cdc.LookupSlotExtra(ctx, e.pool, e.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		if ok && (x.Conflicting || x.InvalidationReason != "" || slot.WALStatus == "lost") {
+			slot.WALStatus, invalidated = "lost", invalidation(x)
+		}
+	}
 	reason := e.epochReason(meta, marks, hasMeta, sys, slot, slotOK, e.hash+"/"+shapeDigest(shapes), shapeFP)
+	if reason != "" && slotOK && slot.WALStatus == "lost" {
+		reason += invalidated
+	}
 	if reason == "" && promoted {
 		if err := e.store.setTimeline(ctx, sys.Timeline); err != nil {
 			return err
@@ -581,6 +630,27 @@ func (e *Engine) session(ctx context.Context) error {
 	return e.stream(ctx, rconn, w, meta, keys, shapes)
 }
 
+// checkSource notes whether the source is a standby, which PostgreSQL 16
+// and later can decode, with the store on a writable server.
+func (e *Engine) checkSource(ctx context.Context) error {
+	var in bool
+	var version int
+	if err := e.pool.QueryRow(ctx, `SELECT pg_is_in_recovery(), current_setting('server_version_num')::int`).Scan(&in, &version); err != nil {
+		return fmt.Errorf("stream: database_url: %w", err)
+	}
+	was := e.standby.Swap(in)
+	switch {
+	case in && version < cdc.V16:
+		return fmt.Errorf("database_url is a standby running PostgreSQL %d: logical decoding on a standby needs PostgreSQL 16 or later; point database_url at the primary", version/10000)
+	case in && !was:
+		e.log.Warn("the source is a standby: repstream decodes its WAL there and writes its state to store.database_url; no heartbeat (it needs the primary), and the publication must be created on the primary",
+			"store", cdc.SafeURL(e.cfg.StoreURL))
+	case !in && was:
+		e.log.Warn("the source is no longer a standby (promoted): heartbeat on again")
+	}
+	return nil
+}
+
 // refused reports a source the catalog refuses while it lasts, and returns err.
 func (e *Engine) refused(err error) error {
 	if p, ok := e.startProblem(err); ok {
@@ -601,7 +671,7 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 			return Meta{}, err
 		}
 	}
-	created, err := cdc.CreateSlot(ctx, rconn, e.cfg.Slot)
+	created, err := e.createSlot(ctx, rconn)
 	if err != nil {
 		return Meta{}, err
 	}
@@ -714,6 +784,44 @@ func (e *Engine) load(ctx context.Context, rconn *pgconn.PgConn, w *writer, sys 
 	return meta, nil
 }
 
+// createSlot creates the slot. On a standby the server waits for the
+// primary's next running-transactions record; the store, on the primary,
+// asks for one every standbySnapshotEvery meanwhile, so it does not take
+// 15 s or, on an idle primary, forever.
+func (e *Engine) createSlot(ctx context.Context, rconn *pgconn.PgConn) (cdc.CreatedSlot, error) {
+	if !e.standby.Load() {
+		return cdc.CreateSlot(ctx, rconn, e.cfg.Slot)
+	}
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(standbySnapshotEvery)
+		defer t.Stop()
+		for {
+			err := cdc.LogStandbySnapshot(hctx, e.store.Pool())
+			if err != nil && hctx.Err() == nil {
+				e.log.Warn("creating the slot on the standby waits for the primary's next running-transactions record; the store's database could not ask for one (it must be on the primary, and the role needs EXECUTE on pg_log_standby_snapshot, a superuser's by default)",
+					"err", err)
+				return
+			}
+			select {
+			case <-hctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	created, err := cdc.CreateSlot(ctx, rconn, e.cfg.Slot)
+	stop()
+	<-done
+	return created, err
+}
+
+// standbySnapshotEvery is how often the primary is asked for a
+// running-transactions record while a slot is created on its standby.
+const standbySnapshotEvery = 500 * time.Millisecond
+
 // dropOldSlot drops the slot a previous configuration used, which repstream
 // created and nothing else reads: left alone it would pin WAL forever.
 func (e *Engine) dropOldSlot(ctx context.Context, old string) {
@@ -749,6 +857,9 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 			// Announced only once the slot is held: a standby waiting for
 			// it must not tell the serving nodes anything.
 			e.setWaiting("")
+			// Nothing received is nothing to apply: an idle source with
+			// no heartbeat (a standby, heartbeat off) sends no event.
+			e.ready.Store(true)
 			if e.announce {
 				e.announce = false
 				e.pub.Reset(meta)
@@ -784,7 +895,7 @@ func (e *Engine) stream(ctx context.Context, rconn *pgconn.PgConn, w *writer, me
 		readErr <- readRes
 	}()
 	var wg sync.WaitGroup
-	if e.cfg.Heartbeat > 0 {
+	if e.cfg.Heartbeat > 0 && !e.standby.Load() {
 		wg.Add(1)
 		go func() { defer wg.Done(); e.heartbeatLoop(ctx) }()
 	}

@@ -55,6 +55,29 @@ func (e *Engine) epochReason(meta Meta, marks epochMarks, hasMeta bool, sys cdc.
 	return ""
 }
 
+// invalidation says why Postgres invalidated a slot, and what keeps it
+// from happening again, when the server says (conflicting: 16+, the
+// reason: 17+).
+func invalidation(x cdc.SlotExtra) string {
+	const feedback = "; on the standby, set hot_standby_feedback = on and primary_slot_name to a physical slot on the primary, so the primary keeps what the slot needs"
+	switch x.InvalidationReason {
+	case "rows_removed":
+		return ": invalidated by a recovery conflict on the standby (rows_removed: the primary's vacuum removed catalog rows the slot still needed)" + feedback
+	case "wal_level_insufficient":
+		return ": invalidated on the standby because the primary's wal_level dropped below logical; set it back to logical on the primary"
+	case "wal_removed":
+		return ": invalidated because the WAL it needed was removed (max_slot_wal_keep_size)"
+	case "idle_timeout":
+		return ": invalidated because it stayed unused longer than idle_replication_slot_timeout"
+	case "":
+		if x.Conflicting {
+			return ": invalidated by a recovery conflict on the standby (the primary removed rows the slot needed, or lowered wal_level)" + feedback
+		}
+		return ""
+	}
+	return ": invalidated (" + x.InvalidationReason + ")"
+}
+
 // Problem codes of a load that cannot succeed as things stand.
 const (
 	ProblemSourceNotReadable = "source_not_readable"

@@ -186,14 +186,14 @@ func (e *Engine) Readiness(ctx context.Context) error {
 }
 
 // walBehind is how far the walsender of the slot is behind the server's
-// flushed WAL. A role without pg_read_all_stats sees no sent_lsn: the
+// flushed WAL (replayed WAL on a standby). A role without pg_read_all_stats sees no sent_lsn: the
 // position the walsender last reported to the reader (sent) stands in.
 func (e *Engine) walBehind(ctx context.Context, sent LSN) (int64, error) {
 	ctx, cancel := context.WithTimeout(ctx, readyTimeout)
 	defer cancel()
 	var behind *int64
 	err := e.pool.QueryRow(ctx, `
-SELECT (pg_current_wal_flush_lsn() - coalesce(r.sent_lsn, nullif($2::pg_lsn, '0/0')))::bigint
+SELECT ((CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END) - coalesce(r.sent_lsn, nullif($2::pg_lsn, '0/0')))::bigint
 FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
 WHERE s.slot_name = $1`, e.cfg.Slot, sent.String()).Scan(&behind)
 	switch {

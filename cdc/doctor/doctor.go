@@ -211,17 +211,28 @@ func Run(ctx context.Context, in Input) Report {
 		r.abort(err)
 		return *rep
 	}
-	if r.standby {
-		// serve connects to the primary; here only what keeps its slot
-		// across this standby's promotion matters.
-		if err := r.checkFailover(ctx); err != nil {
-			r.abort(err)
-		}
-		return *rep
-	}
-	for _, step := range []func(context.Context) error{
+	steps := []func(context.Context) error{
 		r.checkSettings, r.checkRole, r.checkTables, r.checkWhere, r.checkPublication, r.checkSlot, r.checkFailover, r.checkMigrations,
-	} {
+	}
+	if r.standby {
+		source, err := r.checkStandbySource(ctx)
+		if err == nil && !source {
+			// serve connects to the primary; here only what keeps its
+			// slot across this standby's promotion matters.
+			err = r.checkFailover(ctx)
+		}
+		if err != nil || !source {
+			if err != nil {
+				r.abort(err)
+			}
+			return *rep
+		}
+		// A slot created on a standby cannot be a failover slot.
+		steps = []func(context.Context) error{
+			r.checkSettings, r.checkRole, r.checkTables, r.checkWhere, r.checkPublication, r.checkSlot, r.checkMigrations,
+		}
+	}
+	for _, step := range steps {
 		if err := step(ctx); err != nil {
 			if !errors.Is(err, errStop) {
 				r.abort(err)

@@ -299,6 +299,9 @@ func (r *run) publicationMissing(pl Plan) {
 		fix = "-- fix the source tables first; then `repstream publication sql` prints the statement"
 	}
 	switch {
+	case r.standby:
+		r.add("publication", Fail, fmt.Sprintf("publication %s does not exist; this server is a standby (read-only): a publication is created on the primary, and this standby replicates it", name),
+			"-- on the primary, as a superuser or the owner of the source tables:\n"+fix)
 	case may && r.in.CreatePublication:
 		r.add("publication", Warn, fmt.Sprintf("publication %s does not exist; serve will create it (role %s may: %s)", name, r.role.name, why),
 			"nothing required; to create it now, reviewed: `repstream publication sql`, then `repstream publication create`")

@@ -72,10 +72,6 @@ func (r *run) checkServer(ctx context.Context) error {
 	if err := r.conn.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&r.standby); err != nil {
 		return fmt.Errorf("read pg_is_in_recovery: %w", err)
 	}
-	if r.standby {
-		r.add("standby", Warn, "this server is a standby: serve must connect to the primary; doctor checks here only what keeps repstream's slot across this standby's promotion",
-			"point database_url at the primary (or at the name that always resolves to it)")
-	}
 	st, msg, fix := versionMeaning(r.serverVersion, ver)
 	r.add("server_version", st, msg, fix)
 	return nil
