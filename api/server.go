@@ -113,15 +113,16 @@ func NewServer(o Options) (*Server, error) {
 		o.Version = "dev"
 	}
 	s := &Server{
-		cfg: o.Config.withDefaults(), auth: o.Auth, log: o.Log, bus: o.Bus, follow: o.Follow, status: o.Status, ready: o.Ready,
+		cfg: o.Config.withDefaults(), auth: o.Auth, bus: o.Bus, follow: o.Follow, status: o.Status, ready: o.Ready,
 		gather: o.Gatherer, logger: o.Logger, m: newMetrics(o.Registerer), version: o.Version, codecs: wire.Codecs(),
-		store: storeCheck{log: o.Log},
 	}
+	s.store.log = o.Log
+	s.log = answeredLog{Log: o.Log, c: &s.store}
 	hcs := make([]hub.Codec, len(s.codecs))
 	for i, c := range s.codecs {
 		hcs[i] = c
 	}
-	s.hub = hub.New(hub.Options{Log: o.Log, Codecs: hcs, Config: o.Config.HubConfig(), Registerer: o.Registerer, Logger: o.Logger})
+	s.hub = hub.New(hub.Options{Log: s.log, Codecs: hcs, Config: o.Config.HubConfig(), Registerer: o.Registerer, Logger: o.Logger})
 	s.cors = s.corsPolicy()
 	s.handler = s.routes()
 	return s, nil

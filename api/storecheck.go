@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/repstream/repstream/api/wire"
@@ -25,6 +27,11 @@ const (
 // refuses with 503, so a load balancer (nginx's proxy_next_upstream
 // http_503) hands the request to another node at once, and marks this
 // one failed, instead of a client hanging on it.
+//
+// Every store read of the node counts as an answer (see answeredLog): a
+// storm of reconnecting clients keeps the pool busy, so a check of its own
+// could time out waiting for a connection while the store answers them
+// all, and refusing them would make the storm its own cause.
 type storeCheck struct {
 	log stream.Log
 
@@ -32,12 +39,21 @@ type storeCheck struct {
 	at      time.Time // of the last answer
 	last    error
 	running bool
+	// answered is the UnixNano of the last read the store answered.
+	answered atomic.Int64
 }
 
 // err is nil while the store answers. Callers that arrive while a check
 // runs get the previous answer rather than waiting on it.
 func (c *storeCheck) err() error {
+	answered := time.Unix(0, c.answered.Load())
+	if time.Since(answered) < storeCheckEvery {
+		return nil
+	}
 	c.mu.Lock()
+	if answered.After(c.at) && !c.at.IsZero() {
+		c.last = nil // a read was answered after the check that failed
+	}
 	if c.running || (!c.at.IsZero() && time.Since(c.at) < storeCheckEvery) {
 		err := c.last
 		c.mu.Unlock()
@@ -92,4 +108,47 @@ func (s *Server) requireStore(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 		}
 	})
+}
+
+// answeredLog is the node's store, telling its storeCheck of every read
+// the store answered: a result, or a verdict such as not found or pruned.
+type answeredLog struct {
+	stream.Log
+	c *storeCheck
+}
+
+func (l answeredLog) seen(err error) {
+	if err == nil || errors.Is(err, stream.ErrNotFound) || errors.Is(err, stream.ErrPruned) {
+		l.c.answered.Store(time.Now().UnixNano())
+	}
+}
+
+func (l answeredLog) Meta(ctx context.Context) (stream.Meta, error) {
+	m, err := l.Log.Meta(ctx)
+	l.seen(err)
+	return m, err
+}
+
+func (l answeredLog) State(ctx context.Context, subject string) (stream.State, error) {
+	st, err := l.Log.State(ctx, subject)
+	l.seen(err)
+	return st, err
+}
+
+func (l answeredLog) States(ctx context.Context, sel stream.Selector, order stream.Order, limit int) ([]stream.State, stream.LSN, error) {
+	sts, head, err := l.Log.States(ctx, sel, order, limit)
+	l.seen(err)
+	return sts, head, err
+}
+
+func (l answeredLog) StatesAfter(ctx context.Context, sel stream.Selector, after string, limit int) ([]stream.State, stream.LSN, error) {
+	sts, head, err := l.Log.StatesAfter(ctx, sel, after, limit)
+	l.seen(err)
+	return sts, head, err
+}
+
+func (l answeredLog) Deltas(ctx context.Context, sel stream.Selector, since, upto stream.LSN, limit int) ([]stream.Delta, error) {
+	ds, err := l.Log.Deltas(ctx, sel, since, upto, limit)
+	l.seen(err)
+	return ds, err
 }
