@@ -332,8 +332,8 @@ func (h *Hub) catchUp(ctx context.Context, s *sub, r Request, epoch string, h0 s
 	}
 	h.m.replays.WithLabelValues("log").Inc()
 	H := max(h0, since)
-	if !c.Enqueue(h.codecs[c.codec].Subscribed(r.ID, H, ModeReplay, false)) {
-		return Result{}, ErrClosed
+	if err := h.enqueueSubscribed(ctx, c, h.codecs[c.codec].Subscribed(r.ID, H, ModeReplay, false), H); err != nil {
+		return Result{}, err
 	}
 	n, err := h.replayLog(ctx, c, sel, since, H)
 	if errors.Is(err, stream.ErrPruned) {
@@ -404,6 +404,40 @@ func (h *Hub) replayLog(ctx context.Context, c *Conn, sel stream.Selector, since
 	return n, nil
 }
 
+// publishedWait bounds how long a subscribe waits for this hub to publish
+// what its store already holds.
+const publishedWait = 10 * time.Second
+
+// enqueueSubscribed queues a "subscribed" frame at H once the hub has
+// fanned out every transaction at or below H: the store commits a
+// transaction a moment before the hub publishes it (and a cursor from a
+// node further along may name one this hub has yet to publish), and the
+// connection's other subscriptions' live frames at or below H must all
+// come before "subscribed", or a client could not tell them from this
+// subscription's replay.
+func (h *Hub) enqueueSubscribed(ctx context.Context, c *Conn, frame []byte, H stream.LSN) error {
+	if h.Head() < H {
+		h.nudge() // a node fed by the store reads it now
+		ctx, cancel := context.WithTimeout(ctx, publishedWait)
+		defer cancel()
+		for wait := 50 * time.Microsecond; h.Head() < H; wait = min(2*wait, 5*time.Millisecond) {
+			select {
+			case <-ctx.Done():
+				return errf(CodeInternal, "this node has not published up to "+H.String()+" yet; retry", ctx.Err())
+			case <-time.After(wait):
+			}
+		}
+	}
+	// Under pubMu: a Publish that moved the head has fanned out all of it.
+	h.pubMu.Lock()
+	ok := c.Enqueue(frame)
+	h.pubMu.Unlock()
+	if !ok {
+		return ErrClosed
+	}
+	return nil
+}
+
 // snapshot sends the subscription's states, read a chunk at a time in
 // subject order (one page per snapshot message, so no subscriber holds a
 // large prefix's states at once), then whatever lies between the first
@@ -428,8 +462,8 @@ func (h *Hub) snapshot(ctx context.Context, s *sub, r Request, h0 stream.LSN, re
 	}
 	hs := Position(head)
 	codec := h.codecs[c.codec]
-	if !c.Enqueue(codec.Subscribed(r.ID, hs, ModeSnapshot, reset)) {
-		return Result{}, ErrClosed
+	if err := h.enqueueSubscribed(ctx, c, codec.Subscribed(r.ID, hs, ModeSnapshot, reset), hs); err != nil {
+		return Result{}, err
 	}
 	sent := 0
 	for {

@@ -313,3 +313,54 @@ func TestSnapshotPaged(t *testing.T) {
 		t.Fatalf("%d reads of every state at once, largest page %d; want pages of 1000 only", pl.all, pl.largest)
 	}
 }
+
+// The store commits a transaction a moment before the hub publishes it,
+// so a snapshot read in that moment is at a head the hub has not fanned
+// out. The snapshot subscription's "subscribed" (at that head) must still
+// come after the connection's other live frames at or below it.
+func TestSubscribedWaitsForTheStoresHead(t *testing.T) {
+	r := newRig(t, hub.Config{})
+	c := r.h.Connect(0)
+	rd := newReader(t, c, wire.JSON{})
+	defer rd.close()
+	rd.caughtUp = true
+	ctx := context.Background()
+	if _, err := c.Subscribe(ctx, hub.Request{ID: 1, Sel: stream.Selector{Prefix: "seller:"}}); err != nil {
+		t.Fatal(err)
+	}
+	rd.expectTypes(t, "subscribed", "snapshot", "caught_up")
+	r.mu.Lock()
+	txn, err := r.log.Commit(0x1100, []hub.Op{{Subject: "seller:1", Score: 4e6}, {Subject: "buyer:1", Score: 2e6}})
+	r.lsn = 0x1101
+	r.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		time.Sleep(50 * time.Millisecond)
+		r.pub.Publish(0x1101, []stream.Txn{txn})
+	}()
+	res, err := c.Subscribe(ctx, hub.Request{ID: 2, Sel: stream.Selector{Prefix: "buyer:"}})
+	<-published
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.LSN != 0x1100 {
+		t.Fatalf("snapshot at %s, want the store's head 0/1100", res.LSN)
+	}
+	var order []string
+	for len(order) < 2 {
+		m := rd.next(t)
+		switch {
+		case m.Type == wire.TypeSubscribed && m.ID == 2:
+			order = append(order, "subscribed")
+		case len(m.Deltas) > 0 && m.Deltas[0].Subject == "seller:1":
+			order = append(order, "seller:1")
+		}
+	}
+	if order[0] != "seller:1" {
+		t.Fatalf("got %v: the other subscription's live delta at 0/1100 came after subscribed at 0/1100", order)
+	}
+}
