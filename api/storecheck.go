@@ -2,9 +2,9 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
