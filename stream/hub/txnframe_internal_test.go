@@ -38,7 +38,8 @@ func (textCodec) Board(id int64, lsn stream.LSN, order string, entries []stream.
 	return fmt.Appendf(nil, "board:%d:%s:%s:%d", id, lsn, order, len(entries))
 }
 
-// gatedLog blocks Meta, once armed, until the gate opens.
+// gatedLog blocks Deltas, once armed, until the gate opens: a catch-up
+// from the store stops after its "subscribed", before its replay.
 type gatedLog struct {
 	*MemLog
 	mu      sync.Mutex
@@ -53,7 +54,7 @@ func (g *gatedLog) arm() {
 	g.armed, g.entered, g.open = true, make(chan struct{}), make(chan struct{})
 }
 
-func (g *gatedLog) Meta(ctx context.Context) (stream.Meta, error) {
+func (g *gatedLog) Deltas(ctx context.Context, sel stream.Selector, since, upto stream.LSN, limit int) ([]stream.Delta, error) {
 	g.mu.Lock()
 	armed, entered, open := g.armed, g.entered, g.open
 	g.armed = false
@@ -62,7 +63,7 @@ func (g *gatedLog) Meta(ctx context.Context) (stream.Meta, error) {
 		close(entered)
 		<-open
 	}
-	return g.MemLog.Meta(ctx)
+	return g.MemLog.Deltas(ctx, sel, since, upto, limit)
 }
 
 func onlySub(c *Conn) *sub {
@@ -134,7 +135,9 @@ func TestTxnNeverSplitAcrossFrames(t *testing.T) {
 		h, log, _, sb := setup(t)
 		ca := h.Connect(0)
 		defer h.Disconnect(ca)
-		// A catches up from the store (no ring), stopped at Meta.
+		// A catches up from the store (no ring), stopped after its
+		// "subscribed" (which waits for Publish calls in flight), before
+		// its replay.
 		log.arm()
 		since := stream.LSN(0x1000)
 		subDone := make(chan error, 1)
