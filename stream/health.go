@@ -151,6 +151,9 @@ const readySlack = 16 << 20
 // answers at once even when the database does not.
 const readyTimeout = 500 * time.Millisecond
 
+// errNoAnswer is readiness's reason when the database is silent.
+var errNoAnswer = errors.New("the database does not answer")
+
 // Readiness is the one definition of ready behind /readyz, /v1/status and
 // repstream_ready: no open problem, replication connected, everything
 // received applied, and the walsender within readySlack of the server's
@@ -172,10 +175,15 @@ func (e *Engine) Readiness(ctx context.Context) error {
 	if !st.Reader.Connected {
 		return errors.New("replication is not connected")
 	}
+	// The database first: a reader that cannot apply what it received
+	// because the database went silent is not "catching up".
+	behind, err := e.walBehind(ctx, st.Reader.ServerWALEnd)
+	if errors.Is(err, errNoAnswer) {
+		return err
+	}
 	if !st.Reader.CaughtUp {
 		return errors.New("catching up: received changes are not applied yet")
 	}
-	behind, err := e.walBehind(ctx, st.Reader.ServerWALEnd)
 	if err != nil {
 		return err
 	}
@@ -198,7 +206,7 @@ FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid
 WHERE s.slot_name = $1`, e.cfg.Slot, sent.String()).Scan(&behind)
 	switch {
 	case ctx.Err() != nil:
-		return 0, fmt.Errorf("the database does not answer within %s", readyTimeout)
+		return 0, fmt.Errorf("%w within %s", errNoAnswer, readyTimeout)
 	case err != nil:
 		return 0, fmt.Errorf("checking replication progress: %w", err)
 	case behind == nil:
