@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -318,15 +319,25 @@ func clientLoad(ctx context.Context, url string, n int, d time.Duration, pids ..
 	rec := &waits{}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	var live atomic.Int32
 	for range n {
-		c, err := client.New(client.Options{URL: url, Prefix: "seller:", Handler: rec, MinBackoff: 50 * time.Millisecond})
+		c, err := client.New(client.Options{URL: url, Prefix: "seller:", Handler: &firstDelta{waits: rec, live: &live}, MinBackoff: 50 * time.Millisecond})
 		if err != nil {
 			return loadResult{}, err
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = c.Run(ctx) }()
 	}
-	time.Sleep(3 * time.Second) // connected, snapshots in
+	// Measure live delivery only: every client past its snapshot (a
+	// client's first delta comes after it; with 10,000 sellers, 50
+	// snapshots at once took longer than a fixed 3 s wait, and the window
+	// measured catch-up instead, or nothing), then a second to settle.
+	for deadline := time.Now().Add(2 * time.Minute); live.Load() < int32(n); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return loadResult{}, fmt.Errorf("%d of %d clients of %s had no delta within 2 min", n-int(live.Load()), n, url)
+		}
+	}
+	time.Sleep(time.Second)
 	cpu := make([]time.Duration, len(pids))
 	for i, pid := range pids {
 		c, err := cpuTime(pid)
@@ -351,6 +362,20 @@ func clientLoad(ctx context.Context, url string, n int, d time.Duration, pids ..
 	}
 	sort.Slice(ws, func(i, j int) bool { return ws[i] < ws[j] })
 	return loadResult{rate: float64(len(ws)) / d.Seconds(), p50: ws[len(ws)/2], p99: ws[len(ws)*99/100], n: len(ws), cpu: cpu}, nil
+}
+
+// firstDelta counts its client in live at the client's first delta.
+type firstDelta struct {
+	*waits
+	live *atomic.Int32
+	got  atomic.Bool
+}
+
+func (f *firstDelta) Delta(d stream.Delta) {
+	if !f.got.Swap(true) {
+		f.live.Add(1)
+	}
+	f.waits.Delta(d)
 }
 
 // waits records arrival − source commit of every delta while on.
