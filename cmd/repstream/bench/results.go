@@ -137,7 +137,10 @@ measurement wrote is not flushed during the next.
   against one serve node fed over Redis by the replicating node (the
   standby and the second serve node stopped), then against one node that
   replicates and serves with no bus (the same configuration without
-  ` + "`bus:`" + `, the same slot). Latency is arrival − the source commit timestamp.
+  ` + "`bus:`" + `, the same slot). Latency is arrival − the source commit timestamp. The
+  window opens once every client has had its first delta (it is past its
+  snapshot of every seller) and a second has passed, the same for the
+  nginx row.
   CPU is utime + stime from /proc/<pid>/stat of the processes named,
   Redis's included, over the same 10 s, divided by the deliveries: each
   transaction is delivered 50 times, so the replicating side's work per
