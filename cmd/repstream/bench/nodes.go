@@ -211,24 +211,35 @@ auth: { insecure: true }
 	if err != nil {
 		return err
 	}
-	if ngAddr, stopNginx, err := e.startNginx(vAddr, v2Addr); err != nil {
+	if ngAddr, ngPid, stopNginx, err := e.startNginx(vAddr, v2Addr); err != nil {
 		e.note("nginx not measured: %v", err)
 	} else {
-		direct, err := clientLoad(ctx, "ws://"+vAddr+"/v1/stream", 50, 10*time.Second)
-		if err == nil {
-			var proxied loadResult
-			if proxied, err = clientLoad(ctx, "ws://"+ngAddr+"/v1/stream", 50, 10*time.Second); err == nil {
-				e.add(row{Measurement: "nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision)",
-					Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p99 %s", direct.rate, direct.p99.Round(time.Millisecond)),
-					Result:   fmt.Sprintf("nginx: %.0f deliveries/s, p99 %s", proxied.rate, proxied.p99.Round(time.Millisecond)),
-					Ratio:    fmt.Sprintf("p99 %+d ms", (proxied.p99 - direct.p99).Milliseconds()),
-					Target:   "report", Verdict: "—"})
+		// CPU per delivery: nginx's own (master_process off: one process)
+		// is its overhead; the serve nodes' is measured both ways so the
+		// row shows whether splitting the clients across two costs more.
+		var direct, proxied []loadResult
+		for range e.runs {
+			var r loadResult
+			if r, err = clientLoad(ctx, "ws://"+vAddr+"/v1/stream", 50, 10*time.Second, vNode.Process.Pid); err != nil {
+				break
 			}
+			direct = append(direct, r)
+			if r, err = clientLoad(ctx, "ws://"+ngAddr+"/v1/stream", 50, 10*time.Second, ngPid, vNode.Process.Pid, v2.Process.Pid); err != nil {
+				break
+			}
+			proxied = append(proxied, r)
 		}
 		stopNginx()
 		if err != nil {
 			return err
 		}
+		d, p := medianLoad(direct), medianLoad(proxied)
+		e.add(row{Measurement: fmt.Sprintf("nodes: 50 clients of seller:* through nginx to two serve nodes, against one serve node directly (writes at ~200 tx/s; arrival − source commit, ms precision; CPU: /proc/<pid>/stat over the 10 s, divided by the deliveries; of %d runs each, the one of median rate)", len(direct)),
+			Baseline: fmt.Sprintf("direct: %.0f deliveries/s, p50 %s, p99 %s, serve node CPU %.1f µs per delivery", d.rate, d.p50.Round(time.Millisecond), d.p99.Round(time.Millisecond), d.perProc(0)),
+			Result: fmt.Sprintf("nginx: %.0f deliveries/s, p50 %s, p99 %s; CPU per delivery: nginx %.1f µs, serve nodes %.1f µs (%.1f + %.1f)",
+				p.rate, p.p50.Round(time.Millisecond), p.p99.Round(time.Millisecond), p.perProc(0), p.perProc(1)+p.perProc(2), p.perProc(1), p.perProc(2)),
+			Ratio:  fmt.Sprintf("nginx adds %.1f µs CPU per delivery; p50 %+d ms, p99 %+d ms", p.perProc(0), (p.p50 - d.p50).Milliseconds(), (p.p99 - d.p99).Milliseconds()),
+			Target: "report", Verdict: "reported"})
 	}
 
 	// The bus against no bus: the same clients and writes on one serve node
@@ -404,27 +415,28 @@ func (w *waits) stop() []time.Duration {
 }
 
 // startNginx runs Debian's nginx with deploy/nginx/repstream.conf in front
-// of the two upstreams.
-func (e *env) startNginx(up1, up2 string) (string, func(), error) {
+// of the two upstreams; it returns nginx's address and pid (one process:
+// master_process off), and how to stop it.
+func (e *env) startNginx(up1, up2 string) (addr string, pid int, stop func(), err error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			return "", nil, fmt.Errorf("nginx is not installed")
+			return "", 0, nil, fmt.Errorf("nginx is not installed")
 		}
 		bin = "/usr/sbin/nginx"
 	}
 	conf, err := os.ReadFile("deploy/nginx/repstream.conf")
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	port, err := freePort()
 	if err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	addr = fmt.Sprintf("127.0.0.1:%d", port)
 	dir := filepath.Join(e.dir, "nginx")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	site := strings.Replace(string(conf), "listen 80;", "listen "+addr+";", 1)
 	site = strings.Replace(site, "serve-1:8080", up1, 1)
@@ -435,28 +447,28 @@ func (e *env) startNginx(up1, up2 string) (string, func(), error) {
 	}
 	main := fmt.Sprintf("%s\ndaemon off;\nmaster_process off;\nerror_log %[2]s/error.log;\npid %[2]s/nginx.pid;\nevents { worker_connections 4096; }\nhttp {\n access_log off;\n client_body_temp_path %[2]s/body;\n proxy_temp_path %[2]s/proxy;\n fastcgi_temp_path %[2]s/fastcgi;\n uwsgi_temp_path %[2]s/uwsgi;\n scgi_temp_path %[2]s/scgi;\n include %[2]s/repstream.conf;\n}\n", user, dir)
 	if err := os.WriteFile(filepath.Join(dir, "repstream.conf"), []byte(site), 0o644); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(main), 0o644); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
 	cmd := exec.Command(bin, "-p", dir, "-c", filepath.Join(dir, "nginx.conf"))
 	cmd.Stdout, cmd.Stderr = e.svcLog, e.svcLog
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return "", 0, nil, err
 	}
-	stop := func() { _ = cmd.Process.Signal(syscall.SIGTERM); _, _ = cmd.Process.Wait() }
+	stop = func() { _ = cmd.Process.Signal(syscall.SIGTERM); _, _ = cmd.Process.Wait() }
 	for i := 0; i < 250; i++ {
 		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return addr, stop, nil
+				return addr, cmd.Process.Pid, stop, nil
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
-	return "", nil, fmt.Errorf("nginx did not answer on %s", addr)
+	return "", 0, nil, fmt.Errorf("nginx did not answer on %s", addr)
 }
 
 // arrivals is a client.Handler keeping the longest source-commit-to-

@@ -145,6 +145,12 @@ measurement wrote is not flushed during the next.
   Redis's included, over the same 10 s, divided by the deliveries: each
   transaction is delivered 50 times, so the replicating side's work per
   transaction is spread over 50 deliveries.
+- **several nodes, nginx**: the same writer and 50 clients for 10 s,
+  alternately against one serve node directly and through nginx
+  (Debian's package, ` + "`deploy/nginx/repstream.conf`" + ` as shipped, one process:
+  ` + "`master_process off`" + `) balancing two serve nodes. nginx's CPU per
+  delivery is the overhead of the proxy; the serve nodes' CPU is given
+  both ways.
 - **primary failover**: on the pinned PostgreSQL 17, a primary, a physical
   standby made by a cold copy of its data directory (hot_standby_feedback
   on; with the synchronized slot, sync_replication_slots on the standby and
