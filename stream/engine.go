@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -96,6 +97,9 @@ type Engine struct {
 	// decodes there): no heartbeat, no publication changes, and a slot
 	// created with the primary's help (see load). Set by each session.
 	standby atomic.Bool
+	// hiddenHolder: the standby was told once that its role cannot see
+	// the slot holder's replication activity.
+	hiddenHolder atomic.Bool
 
 	metrics *engineMetrics
 }
@@ -436,9 +440,18 @@ func (e *Engine) storeInRecovery() error {
 // replication for TakeoverAfter. Its process, when it runs again, finds
 // its connections gone and becomes a standby.
 func (e *Engine) endSilentHolder(ctx context.Context, pid int32, app, who string) {
-	var silent *float64
-	err := e.pool.QueryRow(ctx, `SELECT extract(epoch FROM now() - reply_time)::float8 FROM pg_stat_replication WHERE pid = $1`, pid).Scan(&silent)
-	if err != nil || silent == nil || time.Duration(*silent*float64(time.Second)) < e.cfg.TakeoverAfter {
+	silent, visible, err := holderSilence(ctx, e.pool, pid)
+	if err != nil {
+		return
+	}
+	if !visible {
+		if !e.hiddenHolder.Swap(true) {
+			e.log.Warn("standby: this role cannot see whether the slot holder answers replication (pg_stat_replication hides another role's walsender): a stopped holder is taken over only once wal_sender_timeout ends it, not after bus.takeover_after; grant pg_read_all_stats (and pg_signal_backend) to this role, or connect as the holder's role",
+				"held_by", who, "takeover_after", e.cfg.TakeoverAfter)
+		}
+		return
+	}
+	if silent < e.cfg.TakeoverAfter {
 		return
 	}
 	tag, ok := strings.CutPrefix(app, "repstream ")
@@ -460,7 +473,28 @@ WHERE pid <> pg_backend_pid() AND (pid = $1 OR ($2 <> '' AND application_name LI
 		return
 	}
 	e.log.Warn("standby: the slot holder stopped answering; ended its connections to take over", "held_by", who,
-		"silent", time.Duration(*silent*float64(time.Second)).Round(time.Millisecond), "connections", n)
+		"silent", silent.Round(time.Millisecond), "connections", n)
+}
+
+// holderSilence is how long walsender pid has not answered replication
+// (zero when it has not yet answered or is gone). visible is false when
+// this role may not see it: without pg_read_all_stats, pg_stat_replication
+// shows another role's walsender with every column but its pid NULL.
+func holderSilence(ctx context.Context, pool *pgxpool.Pool, pid int32) (silent time.Duration, visible bool, err error) {
+	var state *string
+	var secs *float64
+	err = pool.QueryRow(ctx, `SELECT state, extract(epoch FROM now() - reply_time)::float8 FROM pg_stat_replication WHERE pid = $1`, pid).Scan(&state, &secs)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, true, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("pg_stat_replication: %w", err)
+	case state == nil:
+		return 0, false, nil
+	case secs == nil:
+		return 0, true, nil
+	}
+	return time.Duration(*secs * float64(time.Second)), true, nil
 }
 
 func (e *Engine) setWaiting(who string) {

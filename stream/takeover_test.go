@@ -1,0 +1,115 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/repstream/repstream/cdc/localpg"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestSilentHolderHiddenFromTheStandbysRole: a standby whose role lacks
+// pg_read_all_stats cannot tell a stopped slot holder from a busy one, so
+// bus.takeover_after cannot work; it says so once, with the grant that
+// fixes it, instead of silently waiting for wal_sender_timeout. A role that
+// sees the walsender measures its silence.
+func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
+	ctx := context.Background()
+	dbURL, _ := localpg.NewDatabase(t)
+	admin, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	role := fmt.Sprintf("peek_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN`, pgx.Identifier{role}.Sanitize())); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), localpg.AdminURL())
+		if err == nil {
+			_, _ = c.Exec(context.Background(), fmt.Sprintf(`DROP ROLE IF EXISTS %s`, pgx.Identifier{role}.Sanitize()))
+			c.Close(context.Background())
+		}
+	})
+
+	// The holder: a walsender of the superuser's, as another node's.
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("replication", "database")
+	q.Set("application_name", "repstream holder")
+	u.RawQuery = q.Encode()
+	repl, err := pgconn.Connect(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repl.Close(ctx)
+	pid := int32(repl.PID())
+
+	u, _ = url.Parse(dbURL)
+	u.User = url.User(role)
+	peek, err := pgxpool.New(ctx, u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peek.Close()
+	super, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close()
+
+	if _, visible, err := holderSilence(ctx, super, pid); err != nil || !visible {
+		t.Fatalf("as the holder's role: visible %v, err %v; want visible", visible, err)
+	}
+	if _, visible, err := holderSilence(ctx, peek, pid); err != nil || visible {
+		t.Fatalf("as a role without pg_read_all_stats: visible %v, err %v; want hidden", visible, err)
+	}
+
+	var out syncBuffer
+	e := &Engine{cfg: EngineConfig{TakeoverAfter: time.Second}, log: slog.New(slog.NewTextHandler(&out, nil)), pool: peek}
+	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
+	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
+	logged := out.String()
+	if n := strings.Count(logged, "pg_read_all_stats"); n != 1 {
+		t.Errorf("the hidden holder was named %d times, want once:\n%s", n, logged)
+	}
+	if !strings.Contains(logged, "level=WARN") || !strings.Contains(logged, "wal_sender_timeout") {
+		t.Errorf("want a warning naming wal_sender_timeout:\n%s", logged)
+	}
+	// Nothing was ended: the holder's walsender still answers.
+	if err := repl.Exec(ctx, "IDENTIFY_SYSTEM").Close(); err != nil {
+		t.Errorf("the holder's connection was ended: %v", err)
+	}
+}
