@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,24 +17,6 @@ import (
 	"github.com/repstream/repstream/cdc/localpg"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSilentHolderHiddenFromTheStandbysRole: a standby whose role lacks
 // pg_read_all_stats cannot tell a stopped slot holder from a busy one, so
 // bus.takeover_after cannot work; it says so once, with the grant that
@@ -44,20 +25,23 @@ func (s *syncBuffer) String() string {
 func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 	ctx := context.Background()
 	dbURL, _ := localpg.NewDatabase(t)
-	admin, err := pgx.Connect(ctx, dbURL)
+	super, err := pgxpool.New(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer admin.Close(ctx)
+	defer super.Close()
 	role := fmt.Sprintf("peek_%d", time.Now().UnixNano())
-	if _, err := admin.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN`, pgx.Identifier{role}.Sanitize())); err != nil {
+	if _, err := super.Exec(ctx, fmt.Sprintf(`CREATE ROLE %s LOGIN`, pgx.Identifier{role}.Sanitize())); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		c, err := pgx.Connect(context.Background(), localpg.AdminURL())
 		if err == nil {
-			_, _ = c.Exec(context.Background(), fmt.Sprintf(`DROP ROLE IF EXISTS %s`, pgx.Identifier{role}.Sanitize()))
+			_, err = c.Exec(context.Background(), fmt.Sprintf(`DROP ROLE %s`, pgx.Identifier{role}.Sanitize()))
 			c.Close(context.Background())
+		}
+		if err != nil {
+			t.Errorf("drop role %s: %v", role, err)
 		}
 	})
 
@@ -84,12 +68,6 @@ func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer peek.Close()
-	super, err := pgxpool.New(ctx, dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer super.Close()
-
 	if _, visible, err := holderSilence(ctx, super, pid); err != nil || !visible {
 		t.Fatalf("as the holder's role: visible %v, err %v; want visible", visible, err)
 	}
@@ -97,7 +75,7 @@ func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 		t.Fatalf("as a role without pg_read_all_stats: visible %v, err %v; want hidden", visible, err)
 	}
 
-	var out syncBuffer
+	var out bytes.Buffer
 	e := &Engine{cfg: EngineConfig{TakeoverAfter: time.Second}, log: slog.New(slog.NewTextHandler(&out, nil)), pool: peek}
 	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
 	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
