@@ -442,6 +442,8 @@ func (e *Engine) storeInRecovery() error {
 func (e *Engine) endSilentHolder(ctx context.Context, pid int32, app, who string) {
 	silent, visible, err := holderSilence(ctx, e.pool, pid)
 	if err != nil {
+		// Polled again shortly; a lost connection is reported by the wait itself.
+		e.log.Debug("standby: cannot read the slot holder's replication activity", "held_by", who, "err", err)
 		return
 	}
 	if !visible {

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/repstream/repstream/cdc"
 	"github.com/repstream/repstream/cdc/localpg"
 )
 
@@ -45,31 +45,28 @@ func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 		}
 	})
 
-	// The holder: a walsender of the superuser's, as another node's.
-	u, err := url.Parse(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("replication", "database")
-	q.Set("application_name", "repstream holder")
-	u.RawQuery = q.Encode()
-	repl, err := pgconn.Connect(ctx, u.String())
+	// The holder: a replication connection of the superuser's, as another
+	// node's (serve's own connect).
+	repl, err := cdc.ConnectReplication(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer repl.Close(ctx)
-	pid := int32(repl.PID())
+	pid, app := int32(repl.PID()), repl.ParameterStatus("application_name")
 
-	u, _ = url.Parse(dbURL)
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
 	u.User = url.User(role)
 	peek, err := pgxpool.New(ctx, u.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer peek.Close()
-	if _, visible, err := holderSilence(ctx, super, pid); err != nil || !visible {
-		t.Fatalf("as the holder's role: visible %v, err %v; want visible", visible, err)
+	// It has not answered any replication yet: visible, no silence.
+	if silent, visible, err := holderSilence(ctx, super, pid); err != nil || !visible || silent != 0 {
+		t.Fatalf("as the holder's role: silent %v, visible %v, err %v; want visible, 0", silent, visible, err)
 	}
 	if _, visible, err := holderSilence(ctx, peek, pid); err != nil || visible {
 		t.Fatalf("as a role without pg_read_all_stats: visible %v, err %v; want hidden", visible, err)
@@ -77,8 +74,8 @@ func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 
 	var out bytes.Buffer
 	e := &Engine{cfg: EngineConfig{TakeoverAfter: time.Second}, log: slog.New(slog.NewTextHandler(&out, nil)), pool: peek}
-	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
-	e.endSilentHolder(ctx, pid, "repstream holder", "holder")
+	e.endSilentHolder(ctx, pid, app, "holder")
+	e.endSilentHolder(ctx, pid, app, "holder")
 	logged := out.String()
 	if n := strings.Count(logged, "pg_read_all_stats"); n != 1 {
 		t.Errorf("the hidden holder was named %d times, want once:\n%s", n, logged)
@@ -89,5 +86,23 @@ func TestSilentHolderHiddenFromTheStandbysRole(t *testing.T) {
 	// Nothing was ended: the holder's walsender still answers.
 	if err := repl.Exec(ctx, "IDENTIFY_SYSTEM").Close(); err != nil {
 		t.Errorf("the holder's connection was ended: %v", err)
+	}
+	// A holder that is gone is no silence to end, whoever asks.
+	repl.Close(ctx)
+	for _, p := range []*pgxpool.Pool{super, peek} {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			silent, visible, err := holderSilence(ctx, p, pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if visible && silent == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a closed holder: silent %v, visible %v; want visible, 0", silent, visible)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 }
